@@ -1,0 +1,165 @@
+"""``edge-fer bench``: per-stage latency and end-to-end FPS, one row per model and thread count.
+
+Each configuration runs the real loop (source -> detect -> preprocess -> classify ->
+output to nowhere) over the same frames; warm-up frames are left out. ms/face is measured
+separately as the median of single-face invokes, the number that matters on a Pi.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from .classifier import Classifier
+from .pipeline import STAGES
+from .sources import Frame, Source
+from .preprocess import to_gray
+
+SAMPLE_IMAGE = Path(__file__).resolve().parent / "samples" / "astronaut.jpg"
+
+
+@dataclass
+class BenchRow:
+    model: str
+    backend: str
+    size_mb: float
+    threads: int | None
+    ms_per_face: float
+    fps: float
+    frames: int
+    frames_with_faces: int
+    stages_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> p50/p90/p99
+    status: str = "ok"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def percentiles(values_s: list[float]) -> dict[str, float]:
+    if not values_s:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0}
+    ms = np.array(values_s) * 1000
+    return {f"p{q}": round(float(np.percentile(ms, q)), 3) for q in (50, 90, 99)}
+
+
+def ms_per_face(classifier: Classifier, repeats: int = 300) -> float:
+    """Median latency of a one-face invoke, after warm-up."""
+    face = np.random.default_rng(0).integers(0, 256, (1, *classifier.input_size), dtype=np.uint8)
+    for _ in range(20):
+        classifier.predict(face)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        classifier.predict(face)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1000)
+
+
+class SyntheticSource:
+    """Frames made from the shipped sample photo, shifted a little each frame, for machines without media."""
+
+    live = False
+
+    def __init__(self, frames: int = 300, size: tuple[int, int] = (640, 480)):
+        image = cv2.imread(str(SAMPLE_IMAGE))
+        h, w = size[1], size[0]
+        canvas = np.full((h, w, 3), 90, np.uint8)
+        s = min(h / image.shape[0], w / image.shape[1]) * 0.9
+        small = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        self.base, self.canvas, self.total, self.i = small, canvas, frames, 0
+        self.name = f"synthetic ({SAMPLE_IMAGE.name}, {w}x{h})"
+
+    def read(self) -> Frame | None:
+        if self.i >= self.total:
+            return None
+        self.i += 1
+        frame = self.canvas.copy()
+        dx = int(10 * np.sin(self.i / 15)) + (frame.shape[1] - self.base.shape[1]) // 2
+        dy = int(6 * np.cos(self.i / 20)) + (frame.shape[0] - self.base.shape[0]) // 2
+        frame[dy : dy + self.base.shape[0], dx : dx + self.base.shape[1]] = self.base
+        return Frame(self.i, time.time(), to_gray(frame), None)
+
+    def close(self) -> None:
+        pass
+
+
+class _Buffered:
+    """Replays frames decoded once, so every configuration sees the same frames and decode cost is
+    still measured (it is timed once and added back as the capture stage)."""
+
+    live = False
+
+    def __init__(self, frames: list[Frame], capture_s: list[float], name: str):
+        self.frames, self.capture_s, self.name, self.i = frames, capture_s, name, 0
+
+    def read(self) -> Frame | None:
+        if self.i >= len(self.frames):
+            return None
+        self.i += 1
+        return self.frames[self.i - 1]
+
+    def close(self) -> None:
+        pass
+
+
+def decode_all(source: Source, limit: int | None) -> _Buffered:
+    frames, capture = [], []
+    while limit is None or len(frames) < limit:
+        t = time.perf_counter()
+        frame = source.read()
+        if frame is None:
+            break
+        capture.append(time.perf_counter() - t)
+        frames.append(frame)
+    source.close()
+    return _Buffered(frames, capture, source.name)
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    head = f"{'model':<28} {'backend':<15} {'size MB':>7} {'threads':>7} {'ms/face':>8} {'p50 ms':>7} " \
+           f"{'p99 ms':>7} {'FPS':>7} {'faces':>9}  status"
+    out = [head, "-" * len(head)]
+    for r in rows:
+        total = r.stages_ms.get("total", {})
+        out.append(f"{r.model:<28} {r.backend:<15} {r.size_mb:7.2f} {str(r.threads or 'auto'):>7} "
+                   f"{r.ms_per_face:8.3f} {total.get('p50', 0):7.2f} {total.get('p99', 0):7.2f} {r.fps:7.1f} "
+                   f"{r.frames_with_faces:>4}/{r.frames:<4}  {r.status}")
+    return "\n".join(out)
+
+
+def format_stages(row: BenchRow) -> str:
+    lines = [f"stages for {row.model} (threads {row.threads or 'auto'}), ms:  {'p50':>7} {'p90':>7} {'p99':>7}"]
+    for stage in (*STAGES, "total"):
+        if stage in row.stages_ms:
+            p = row.stages_ms[stage]
+            lines.append(f"  {stage:<12} {'':>27}{p['p50']:7.3f} {p['p90']:7.3f} {p['p99']:7.3f}")
+    return "\n".join(lines)
+
+
+def bench_one(make_run: Callable[[], tuple[Classifier, object]], buffered: _Buffered, label: str,
+              threads: int | None, warmup: int) -> BenchRow:
+    """Run one configuration over the buffered frames. ``make_run`` builds (classifier, run function)."""
+    from .errors import EdgeFerError
+
+    try:
+        classifier, run = make_run()
+    except EdgeFerError as exc:
+        return BenchRow(label, "-", 0.0, threads, 0.0, 0.0, 0, 0, status=f"error: {exc}")
+    buffered.i = 0
+    summary = run(buffered)
+    timings = summary.timings
+    capture = buffered.capture_s[warmup: warmup + len(timings)]
+    for t, c in zip(timings, capture):
+        t["total"] += c - t.get("capture", 0.0)
+        t["capture"] = c
+    stages = {s: percentiles([t[s] for t in timings if s in t]) for s in (*STAGES, "total")}
+    total_s = sum(t["total"] for t in timings)
+    size = getattr(classifier, "size_bytes", 0) / 1e6
+    return BenchRow(label, classifier.backend, round(size, 3), threads, round(ms_per_face(classifier), 3),
+                    round(len(timings) / total_s, 1) if total_s else 0.0, summary.frames,
+                    summary.frames_with_faces, stages)

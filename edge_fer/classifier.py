@@ -1,0 +1,149 @@
+"""Emotion classifiers behind one small interface.
+
+A classifier takes a uint8 batch of faces ``(n, h, w)`` (already cropped and resized by
+:mod:`edge_fer.preprocess`) and returns probabilities ``(n, len(labels))``. The TFLite
+classifier is the default; other kinds (registered in :data:`CLASSIFIERS`) are picked by
+the ``kind`` in a model's metadata, frigate-detector style.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .errors import ModelError
+from .interpreter import make_interpreter
+from .metadata import ModelMetadata, load_metadata
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.tflite"
+
+
+class Classifier(Protocol):
+    labels: tuple[str, ...]
+    input_size: tuple[int, int]
+    metadata: ModelMetadata
+    backend: str
+
+    def predict(self, faces: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class _Quant:
+    scale: float
+    zero_point: int
+    dtype: np.dtype
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype != np.float32
+
+
+def _quant_of(detail: dict) -> _Quant:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return _Quant(float(scale), int(zero_point), np.dtype(detail["dtype"]))
+
+
+class TFLiteClassifier:
+    """A TFLite model: float32, int8 or uint8 input/output, read from the tensors' quantization."""
+
+    def __init__(self, model_path: str | Path | None = None, num_threads: int | None = None,
+                 edgetpu: bool = False, metadata: ModelMetadata | None = None):
+        self.model_path = Path(model_path) if model_path else DEFAULT_MODEL
+        self.metadata = metadata or load_metadata(self.model_path)
+        self.interpreter, backend = make_interpreter(self.model_path, num_threads, edgetpu)
+        self.backend = backend.name + ("+edgetpu" if edgetpu else "")
+        self.labels = self.metadata.labels
+        inp = self.interpreter.get_input_details()
+        out = self.interpreter.get_output_details()
+        if len(inp) != 1 or len(out) != 1:
+            raise ModelError(f"{self.model_path}: expected one input and one output tensor, "
+                             f"found {len(inp)} and {len(out)}")
+        self._in, self._out = inp[0], out[0]
+        shape = self._in["shape"]
+        if len(shape) != 4 or shape[3] != 1:
+            raise ModelError(f"{self.model_path}: expected a (batch, h, w, 1) gray input, found {list(shape)}")
+        self.input_size = (int(shape[1]), int(shape[2]))
+        if tuple(self.metadata.input_size) != self.input_size:
+            raise ModelError(f"{self.model_path}: model input is {self.input_size[0]}x{self.input_size[1]} but its "
+                             f"metadata says {self.metadata.input_size[0]}x{self.metadata.input_size[1]}")
+        n_out = int(self._out["shape"][-1])
+        if n_out != len(self.labels):
+            raise ModelError(f"{self.model_path}: model outputs {n_out} classes but its labels list "
+                             f"{len(self.labels)} ({', '.join(self.labels)})")
+        signature = self._in.get("shape_signature", shape)
+        self.batchable = len(signature) > 0 and int(signature[0]) == -1
+        self._in_q, self._out_q = _quant_of(self._in), _quant_of(self._out)
+        self._lut = self._input_lut()
+        self._batch = int(shape[0])
+        self.predict(np.zeros((1, *self.input_size), np.uint8))  # warm-up: first invoke pays one-off costs
+        log.info("model %s on %s (%s in, %s out, batch %s)", self.model_path.name, self.backend,
+                 self._in_q.dtype, self._out_q.dtype, "dynamic" if self.batchable else self._batch)
+
+    def _input_lut(self) -> np.ndarray:
+        """Map each uint8 pixel straight to the model's input value (scaling and quantization in one table)."""
+        sc = self.metadata.scaling
+        values = (np.arange(256, dtype=np.float32) - sc.mean) / sc.std
+        q = self._in_q
+        if not q.quantized:
+            return values.astype(np.float32)
+        if q.scale == 0:
+            raise ModelError(f"{self.model_path}: quantized input without quantization parameters")
+        info = np.iinfo(q.dtype)
+        return np.clip(np.round(values / q.scale + q.zero_point), info.min, info.max).astype(q.dtype)
+
+    def _set_batch(self, n: int) -> None:
+        if n != self._batch:
+            self.interpreter.resize_tensor_input(self._in["index"], [n, *self.input_size, 1])
+            self.interpreter.allocate_tensors()
+            self._batch = n
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self._in["index"], x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._out["index"])
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        """Probabilities for a uint8 batch ``(n, h, w)``; one invoke per batch when the model allows it."""
+        n = len(faces)
+        if n == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        x = self._lut[faces][..., None]
+        if self.batchable:
+            self._set_batch(n)
+            raw = self._invoke(x)
+        else:
+            raw = np.concatenate([self._invoke(x[i : i + 1]) for i in range(n)])
+        return self._dequantize(raw)
+
+    def _dequantize(self, raw: np.ndarray) -> np.ndarray:
+        q = self._out_q
+        probs = (raw.astype(np.float32) - q.zero_point) * q.scale if q.quantized else raw.astype(np.float32)
+        probs = np.maximum(probs, 0.0)
+        total = probs.sum(axis=1, keepdims=True)
+        return np.where(total > 0, probs / np.where(total > 0, total, 1), 1.0 / probs.shape[1])
+
+    @property
+    def size_bytes(self) -> int:
+        return self.model_path.stat().st_size
+
+
+CLASSIFIERS: dict[str, Callable[..., Classifier]] = {"tflite": TFLiteClassifier}
+
+
+def load_classifier(model_path: str | Path | None = None, num_threads: int | None = None,
+                    edgetpu: bool = False) -> Classifier:
+    """Load the model at ``model_path`` (default: the shipped one) with the classifier its metadata names."""
+    path = Path(model_path) if model_path else DEFAULT_MODEL
+    if not path.exists():
+        raise ModelError(f"model not found: {path}")
+    meta = load_metadata(path)
+    factory = CLASSIFIERS.get(meta.kind)
+    if factory is None:
+        raise ModelError(f"{path}: unknown model kind {meta.kind!r} (known: {', '.join(CLASSIFIERS)})")
+    return factory(path, num_threads=num_threads, edgetpu=edgetpu, metadata=meta)

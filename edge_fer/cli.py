@@ -1,0 +1,310 @@
+"""The ``edge-fer`` command: run, predict, eval, bench, info.
+
+User mistakes (missing model, camera that does not open, unreadable file) end with one
+``error: ...`` line on stderr and exit status 2; nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import EdgeFerError
+
+log = logging.getLogger("edge_fer")
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _friendly(func):
+    """Turn EdgeFerError (and unreadable files) into one line on stderr and exit status 2."""
+
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except EdgeFerError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except (BrokenPipeError, KeyboardInterrupt):
+            sys.exit(130)
+
+    return wrapper
+
+
+def _logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="edge-fer")
+def main() -> None:
+    """Real-time facial emotion recognition: Haar faces + a TFLite emotion model."""
+
+
+def model_options(f):
+    f = click.option("--model", "-m", type=click.Path(path_type=Path), default=None,
+                     help="TFLite model (default: the shipped one); its metadata JSON sits beside it")(f)
+    f = click.option("--threads", type=int, default=None, help="interpreter threads (default: the runtime's)")(f)
+    f = click.option("--edgetpu", is_flag=True, help="run on a Coral Edge TPU (libedgetpu.so.1)")(f)
+    return f
+
+
+def detector_options(f):
+    f = click.option("--det-width", type=int, default=320, show_default=True,
+                     help="detect faces on a frame downscaled to this width (0: full size)")(f)
+    f = click.option("--min-neighbors", type=int, default=5, show_default=True,
+                     help="Haar minNeighbors: higher gives fewer false faces")(f)
+    f = click.option("--max-faces", type=int, default=0, help="keep the N largest faces (0: all)")(f)
+    return f
+
+
+def _detector(det_width: int, min_neighbors: int, max_faces: int):
+    from .detector import DetectorConfig, FaceDetector
+
+    return FaceDetector(DetectorConfig(det_width=det_width, min_neighbors=min_neighbors, max_faces=max_faces))
+
+
+def _classifier(model: Path | None, threads: int | None, edgetpu: bool):
+    from .classifier import load_classifier
+
+    return load_classifier(model, num_threads=threads, edgetpu=edgetpu)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--camera", type=int, default=None, help="OpenCV camera index (e.g. 0 for /dev/video0)")
+@click.option("--source", "-s", default=None,
+              help="picamera[:N], a video file, an image or folder of images, or an rtsp/http URL")
+@click.option("--width", type=int, default=None, help="camera capture width")
+@click.option("--height", type=int, default=None, help="camera capture height")
+@model_options
+@detector_options
+@click.option("--detect-every", type=int, default=3, show_default=True,
+              help="re-find tracked faces every N frames; they keep their box in between")
+@click.option("--full-detect-every", type=int, default=30, show_default=True,
+              help="search the whole frame for new faces every N frames")
+@click.option("--smoothing", type=click.Choice(["ema", "window", "none"]), default="ema", show_default=True,
+              help="per-face smoothing of probabilities across frames")
+@click.option("--output", "-o", type=click.Choice(["console", "jsonl", "none"]), default="console",
+              show_default=True, help="console line, one JSON object per frame, or nothing")
+@click.option("--display", is_flag=True, help="show a window with boxes and labels")
+@click.option("--record", type=click.Path(path_type=Path), default=None, help="write an annotated MP4")
+@click.option("--max-frames", type=int, default=None, help="stop after N frames")
+@click.option("--duration", type=float, default=None, help="stop after S seconds")
+@click.option("-v", "--verbose", count=True, help="-v info, -vv debug logs on stderr")
+@_friendly
+def run(camera, source, width, height, model, threads, edgetpu, det_width, min_neighbors, max_faces,
+        detect_every, full_detect_every, smoothing, output, display, record, max_frames, duration, verbose):
+    """Recognise emotions in a live camera, a video, or images.
+
+    \b
+    edge-fer run --camera 0
+    edge-fer run --source picamera
+    edge-fer run --source clip.mp4 --output jsonl --max-frames 100
+    """
+    _logging(verbose)
+    from .outputs import ConsoleSink, DisplaySink, JsonlSink, RecordSink
+    from .pipeline import Pipeline
+    from .runner import run_loop
+    from .sources import ImageSource, open_source
+    from .tracker import Tracker, TrackerConfig
+
+    if camera is not None and source is not None:
+        raise EdgeFerError("give either --camera or --source, not both")
+    if detect_every < 1 or full_detect_every < 1:
+        raise EdgeFerError("--detect-every and --full-detect-every must be at least 1")
+    classifier = _classifier(model, threads, edgetpu)
+    detector = _detector(det_width, min_neighbors, max_faces)
+    spec = camera if camera is not None else source
+    if spec is None:
+        from .bench import SAMPLE_IMAGE
+
+        spec = str(SAMPLE_IMAGE)
+        click.echo(f"no --camera or --source given: running on the shipped sample {SAMPLE_IMAGE.name}", err=True)
+    sinks = []
+    if output == "console":
+        sinks.append(ConsoleSink())
+    elif output == "jsonl":
+        sinks.append(JsonlSink())
+    if record:
+        sinks.append(RecordSink(record))
+    if display:
+        sinks.append(DisplaySink())
+    src = open_source(spec, width, height, need_color=bool(record or display))
+    if record and getattr(src, "fps", 0):
+        sinks[-1 if not display else -2].fps = src.fps
+    pipeline = Pipeline(classifier, detector, Tracker(TrackerConfig(smoothing=smoothing)), detect_every,
+                        full_detect_every)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        summary = run_loop(src, pipeline, sinks, max_frames=max_frames, duration=duration, stop=stop,
+                           still=isinstance(src, ImageSource))
+    finally:
+        src.close()
+        for sink in sinks:
+            sink.close()
+    click.echo(f"edge-fer: {summary.line()}", err=True)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@model_options
+@detector_options
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per image")
+@click.option("--annotate", type=click.Path(path_type=Path), default=None,
+              help="write annotated images (a file for one image, else a folder)")
+@click.option("--plot", type=click.Path(path_type=Path), default=None,
+              help="bar chart of the largest face's probabilities (a file for one image, else a folder)")
+@_friendly
+def predict(images, model, threads, edgetpu, det_width, min_neighbors, max_faces, as_json, annotate, plot):
+    """Faces and emotion probabilities for each image."""
+    import cv2
+
+    from .evaluate import bar_chart
+    from .outputs import annotate as draw
+    from .pipeline import FrameResult, classify_image
+    from .preprocess import to_gray
+
+    classifier = _classifier(model, threads, edgetpu)
+    detector = _detector(det_width, min_neighbors, max_faces)
+    for target in (annotate, plot):
+        if target is not None and len(images) > 1:
+            target.mkdir(parents=True, exist_ok=True)
+    for path in images:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise EdgeFerError(f"cannot read image {path}")
+        faces = classify_image(classifier, detector, to_gray(image))
+        if as_json:
+            click.echo(json.dumps({"image": str(path), "faces": [f.to_dict() for f in faces]}))
+        else:
+            click.echo(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
+            for f in faces:
+                top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(f.probs.items(), key=lambda kv: -kv[1])[:3])
+                click.echo(f"  #{f.track} box {list(f.box)}: {f.emotion} ({top})")
+        if annotate is not None:
+            out = annotate / path.name if len(images) > 1 else annotate
+            _imwrite(out, draw(image, FrameResult(0, 0.0, 0.0, faces)))
+        if plot is not None and faces:
+            out = plot / (path.stem + "_probs.png") if len(images) > 1 else plot
+            _imwrite(out, bar_chart(max(faces, key=lambda f: f.box[2] * f.box[3]).probs))
+
+
+def _imwrite(path: Path, image) -> None:
+    import cv2
+
+    try:
+        ok = cv2.imwrite(str(path), image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise EdgeFerError(f"cannot write image {path} (does the folder exist, and is the suffix an image type?)")
+
+
+@main.command("eval", context_settings=CONTEXT)
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="labelled faces: .npz (x/y or <split>_x/<split>_y), FER2013 CSV, or a folder of class folders")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="write the confusion matrix PNG")
+@_friendly
+def eval_(data, split, model, threads, edgetpu, as_json, plot):
+    """Accuracy, macro-F1, per-class metrics and confusion matrix on labelled faces."""
+    from .datasets import load_split
+    from .evaluate import confusion_image, evaluate
+
+    classifier = _classifier(model, threads, edgetpu)
+    faces = load_split(data, split, classifier.input_size, classifier.labels)
+    result = evaluate(classifier, faces)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(f"{data} [{split}] with {getattr(classifier, 'model_path', model)} ({classifier.backend})\n")
+        click.echo(result.table())
+    if plot is not None:
+        _imwrite(plot, confusion_image(result))
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--camera", type=int, default=None, help="benchmark on a camera")
+@click.option("--source", "-s", default=None, help="video, image folder or stream (default: synthetic frames)")
+@click.option("--model", "-m", "models", multiple=True, type=click.Path(path_type=Path),
+              help="model(s) to compare (repeatable; default: the shipped one)")
+@click.option("--threads", "threads_list", multiple=True, type=int, help="thread counts to compare (repeatable)")
+@click.option("--edgetpu", is_flag=True, help="run on a Coral Edge TPU")
+@detector_options
+@click.option("--detect-every", type=int, default=3, show_default=True)
+@click.option("--full-detect-every", type=int, default=30, show_default=True)
+@click.option("--frames", type=int, default=300, show_default=True, help="frames per configuration")
+@click.option("--warmup", type=int, default=10, show_default=True, help="frames left out of the figures")
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON only")
+@_friendly
+def bench(camera, source, models, threads_list, edgetpu, det_width, min_neighbors, max_faces, detect_every,
+          full_detect_every, frames, warmup, as_json):
+    """Per-stage latency (p50/p90/p99) and end-to-end FPS; one row per model and thread count."""
+    from .bench import SyntheticSource, bench_one, decode_all, format_stages, format_table
+    from .outputs import Sink  # noqa: F401  (documented interface; bench writes to no sink)
+    from .pipeline import Pipeline
+    from .runner import run_loop
+    from .sources import open_source
+
+    if camera is not None:
+        src = open_source(camera)
+    elif source is not None:
+        src = open_source(source)
+    else:
+        src = SyntheticSource(frames + warmup)
+    buffered = decode_all(src, frames + warmup)
+    if not buffered.frames:
+        raise EdgeFerError(f"no frames could be read from {buffered.name}")
+    rows = []
+    for model in models or (None,):
+        for threads in threads_list or (None,):
+            def make_run(model=model, threads=threads):
+                classifier = _classifier(model, threads, edgetpu)
+                pipeline = Pipeline(classifier, _detector(det_width, min_neighbors, max_faces),
+                                    detect_every=detect_every, full_detect_every=full_detect_every)
+                return classifier, lambda s: run_loop(s, pipeline, [], collect_timings=True, warmup=warmup)
+
+            label = Path(model).name if model else "default.tflite (shipped)"
+            rows.append(bench_one(make_run, buffered, label, threads, warmup))
+    record = {"source": buffered.name, "frames": len(buffered.frames) - warmup, "detect_every": detect_every,
+              "det_width": det_width, "rows": [r.to_dict() for r in rows]}
+    if as_json:
+        click.echo(json.dumps(record))
+        return
+    click.echo(f"source: {buffered.name}, {record['frames']} frames after {warmup} warm-up, "
+               f"detect every {detect_every}, det width {det_width}\n")
+    click.echo(format_table(rows))
+    for row in rows:
+        if row.status == "ok":
+            click.echo("\n" + format_stages(row))
+    click.echo("\n" + json.dumps(record, separators=(",", ":")))
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--model", "-m", type=click.Path(path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def info(model, as_json):
+    """Versions, interpreter backend, delegates, model metadata, cameras."""
+    from .info import collect, format_info
+
+    data = collect(model)
+    click.echo(json.dumps(data, indent=2) if as_json else format_info(data))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""``edge-fer info``: what this machine offers the device path (versions, backend, delegates, cameras, model)."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import platform
+from importlib import metadata as pkg_metadata
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .classifier import DEFAULT_MODEL
+from .errors import EdgeFerError
+from .interpreter import EDGETPU_LIBRARY, edgetpu_available, find_backend
+from .metadata import load_metadata
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return pkg_metadata.version(dist)
+    except pkg_metadata.PackageNotFoundError:
+        return None
+
+
+def collect(model: Path | None = None) -> dict[str, Any]:
+    import cv2
+    import numpy
+
+    model = Path(model) if model else DEFAULT_MODEL
+    data: dict[str, Any] = {
+        "edge_fer": __version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.system()} {platform.machine()}",
+        "numpy": numpy.__version__,
+        "opencv": cv2.__version__,
+        "haar_cascades": bool(getattr(getattr(cv2, "data", None), "haarcascades", None)),
+        "interpreters": {name: _version(name) for name in ("ai-edge-litert", "tflite-runtime", "tensorflow")},
+        "picamera2": importlib.util.find_spec("picamera2") is not None,
+        "delegates": {"edgetpu": edgetpu_available(), "edgetpu_library": EDGETPU_LIBRARY},
+        "cameras": sorted(glob.glob("/dev/video*")),
+    }
+    try:
+        data["backend"] = find_backend().name
+    except EdgeFerError as exc:
+        data["backend"] = f"none ({exc})"
+    try:
+        meta = load_metadata(model)
+        data["model"] = {"path": str(model), "exists": model.exists(),
+                         "size_bytes": model.stat().st_size if model.exists() else None, **meta.to_dict()}
+    except EdgeFerError as exc:
+        data["model"] = {"path": str(model), "error": str(exc)}
+    return data
+
+
+def format_info(data: dict[str, Any]) -> str:
+    interp = ", ".join(f"{k} {v}" for k, v in data["interpreters"].items() if v) or "none"
+    m = data["model"]
+    lines = [
+        f"edge-fer     {data['edge_fer']} (Python {data['python']}, {data['machine']})",
+        f"numpy        {data['numpy']}",
+        f"opencv       {data['opencv']} (Haar cascades: {'yes' if data['haar_cascades'] else 'MISSING'})",
+        f"interpreter  {data['backend']}   [installed: {interp}]",
+        f"edge tpu     {'libedgetpu found' if data['delegates']['edgetpu'] else 'no libedgetpu.so.1'}",
+        f"picamera2    {'available' if data['picamera2'] else 'not installed (apt install python3-picamera2 on a Pi)'}",
+        f"cameras      {', '.join(data['cameras']) or 'none found'}",
+        f"model        {m['path']}",
+    ]
+    if "error" in m:
+        lines.append(f"  error      {m['error']}")
+    else:
+        metrics = m.get("metrics", {})
+        acc = metrics.get("test_accuracy")
+        lines += [
+            f"  labels     {', '.join(m['labels'])}",
+            f"  input      {m['input_size'][0]}x{m['input_size'][1]} gray, scaling (x - {m['scaling']['mean']:g}) "
+            f"/ {m['scaling']['std']:g}",
+            f"  quantized  {m['quantization']}, {((m['size_bytes'] or 0) / 1e6):.2f} MB",
+        ]
+        if acc is not None:
+            lines.append(f"  accuracy   {acc:.4f} on FER2013 test (PrivateTest)")
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""The JSON file that travels next to every model: labels, input size, scaling, figures.
+
+``convert`` writes it, the device reads it. A model is ``NAME.tflite`` (or another
+artifact) and its metadata is ``NAME.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+from .labels import FER2013_LABELS
+from .preprocess import DEFAULT_MARGIN, DEFAULT_SCALING, Scaling
+
+FORMAT = "edge-fer-model/1"
+
+
+@dataclass
+class ModelMetadata:
+    """What the device needs to feed a model and read its output."""
+
+    labels: tuple[str, ...] = FER2013_LABELS
+    input_size: tuple[int, int] = (48, 48)  # height, width
+    scaling: Scaling = DEFAULT_SCALING
+    face_margin: float = DEFAULT_MARGIN
+    kind: str = "tflite"  # which classifier backend loads the model
+    quantization: str = "float32"
+    sha256: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["labels"] = list(self.labels)
+        d["input_size"] = list(self.input_size)
+        return {"format": FORMAT, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "metadata") -> "ModelMetadata":
+        try:
+            labels = tuple(str(x) for x in d["labels"])
+            h, w = (int(v) for v in d.get("input_size", (48, 48)))
+            sc = d.get("scaling", {})
+            scaling = Scaling(float(sc.get("mean", 0.0)), float(sc.get("std", 255.0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{where}: malformed metadata ({exc!r})") from None
+        if not labels:
+            raise ModelError(f"{where}: 'labels' is empty")
+        if scaling.std == 0:
+            raise ModelError(f"{where}: scaling std must not be 0")
+        return cls(labels=labels, input_size=(h, w), scaling=scaling,
+                   face_margin=float(d.get("face_margin", DEFAULT_MARGIN)), kind=str(d.get("kind", "tflite")),
+                   quantization=str(d.get("quantization", "unknown")), sha256=d.get("sha256"),
+                   metrics=dict(d.get("metrics", {})), source=dict(d.get("source", {})),
+                   extra=dict(d.get("extra", {})))
+
+
+def metadata_path(model_path: str | Path) -> Path:
+    """``models/x.tflite`` -> ``models/x.json``."""
+    return Path(model_path).with_suffix(".json")
+
+
+def sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_metadata(model_path: str | Path, verify_sha: bool = True) -> ModelMetadata:
+    """Read and check the metadata beside ``model_path``.
+
+    Without a metadata file a model falls back to the FER2013 defaults (labels in FER
+    order, 48x48, 0..1 scaling), so a model from elsewhere still runs; the output-size
+    check in the classifier then catches a mismatch.
+    """
+    model_path = Path(model_path)
+    path = metadata_path(model_path)
+    if not path.exists():
+        return ModelMetadata()
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read model metadata {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: metadata must be a JSON object")
+    meta = ModelMetadata.from_dict(raw, str(path))
+    if verify_sha and meta.sha256 and model_path.exists() and sha256_of(model_path) != meta.sha256:
+        raise ModelError(f"{model_path} does not match the sha256 in {path.name}: the file is corrupt or was "
+                         f"replaced (re-run the conversion, or delete the sha256 field)")
+    return meta
+
+
+def save_metadata(model_path: str | Path, meta: ModelMetadata) -> Path:
+    """Write ``meta`` beside ``model_path``, filling in the model's sha256."""
+    meta.sha256 = sha256_of(model_path)
+    path = metadata_path(model_path)
+    path.write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+    return path

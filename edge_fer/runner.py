@@ -1,0 +1,90 @@
+"""The run loop: read, process, write, until the source ends, a limit is hit or a stop is asked.
+
+A transient fault (a live camera that delivers no frame for a while, a sink that fails
+once) is logged and the loop goes on; only the stop event, the limits or the end of a
+file source end it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from .outputs import Sink
+from .pipeline import FrameResult, Pipeline
+from .sources import FrameTimeout, Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    frames_with_faces: int = 0
+    seconds: float = 0.0
+    stopped_by: str = "end of source"
+    timings: list[dict[str, float]] = field(default_factory=list)  # per frame, when collected
+
+    @property
+    def mean_fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (f"{self.frames} frames in {self.seconds:.1f} s ({self.mean_fps:.1f} fps), "
+                f"faces in {self.frames_with_faces}, stopped by {self.stopped_by}")
+
+
+def run_loop(source: Source, pipeline: Pipeline, sinks: Sequence[Sink], *, max_frames: int | None = None,
+             duration: float | None = None, stop: threading.Event | None = None, still: bool = False,
+             collect_timings: bool = False, on_frame: Callable[[FrameResult], None] | None = None,
+             warmup: int = 0) -> RunSummary:
+    """Process frames until done. ``warmup`` frames are processed but left out of the summary's timings."""
+    stop = stop or threading.Event()
+    summary = RunSummary()
+    started = time.perf_counter()
+    fps = 0.0
+    last = started
+    while not stop.is_set():
+        if max_frames is not None and summary.frames >= max_frames:
+            summary.stopped_by = f"--max-frames {max_frames}"
+            break
+        if duration is not None and time.perf_counter() - started >= duration:
+            summary.stopped_by = f"--duration {duration:g}"
+            break
+        t0 = time.perf_counter()
+        try:
+            frame = source.read()
+        except FrameTimeout as exc:
+            log.debug("%s", exc)
+            continue
+        if frame is None:
+            break
+        t1 = time.perf_counter()
+        result = pipeline.process_still(frame) if still else pipeline.process(frame)
+        now = time.perf_counter()
+        inst = 1.0 / max(now - last, 1e-6)
+        fps = inst if summary.frames == 0 else 0.9 * fps + 0.1 * inst
+        last = now
+        result.fps = fps
+        for sink in sinks:
+            sink.write(result, frame)
+        t2 = time.perf_counter()
+        result.timings["capture"] = t1 - t0
+        result.timings["output"] = t2 - now
+        result.timings["total"] = t2 - t0
+        summary.frames += 1
+        summary.frames_with_faces += bool(result.faces)
+        if collect_timings and summary.frames > warmup:
+            summary.timings.append(result.timings)
+        if on_frame is not None:
+            on_frame(result)
+        if any(getattr(s, "quit", False) for s in sinks):
+            summary.stopped_by = "window closed"
+            break
+    else:
+        summary.stopped_by = "signal"
+    summary.seconds = time.perf_counter() - started
+    return summary

@@ -1,0 +1,90 @@
+"""A light IoU tracker with per-track probability smoothing.
+
+Haar runs only every few frames; between detections faces keep their last box, and a
+track keeps its id across detections while its boxes overlap. Smoothing the class
+probabilities per track (EMA or a sliding window) stops labels from flickering when the
+frame-to-frame prediction is noisy.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from itertools import count
+
+import numpy as np
+
+from .preprocess import Box
+
+
+def iou(a: Box, b: Box) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    id: int
+    box: Box
+    misses: int = 0                      # consecutive detections that did not find this face
+    probs: np.ndarray | None = None      # smoothed probabilities
+    history: deque = field(default_factory=deque)
+
+
+@dataclass
+class TrackerConfig:
+    iou_threshold: float = 0.3
+    max_misses: int = 2          # detections a face may be missed before its track ends
+    smoothing: str = "ema"       # ema, window or none
+    alpha: float = 0.4           # EMA weight of the newest frame
+    window: int = 5              # frames averaged by the window smoother
+
+
+class Tracker:
+    def __init__(self, config: TrackerConfig | None = None):
+        self.config = config or TrackerConfig()
+        if self.config.smoothing not in ("ema", "window", "none"):
+            raise ValueError(f"unknown smoothing {self.config.smoothing!r}: use ema, window or none")
+        self.tracks: list[Track] = []
+        self._ids = count(1)
+
+    def update(self, boxes: list[Box]) -> list[Track]:
+        """Match fresh detections to tracks (greedy, highest IoU first); return the live tracks."""
+        pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.tracks) for bi, b in enumerate(boxes)),
+                       reverse=True)
+        used_t, used_b = set(), set()
+        for score, ti, bi in pairs:
+            if score < self.config.iou_threshold:
+                break
+            if ti in used_t or bi in used_b:
+                continue
+            self.tracks[ti].box, self.tracks[ti].misses = boxes[bi], 0
+            used_t.add(ti)
+            used_b.add(bi)
+        for ti, track in enumerate(self.tracks):
+            if ti not in used_t:
+                track.misses += 1
+        self.tracks = [t for t in self.tracks if t.misses <= self.config.max_misses]
+        self.tracks += [Track(next(self._ids), b, history=deque(maxlen=self.config.window))
+                        for bi, b in enumerate(boxes) if bi not in used_b]
+        return self.visible()
+
+    def visible(self) -> list[Track]:
+        """Tracks seen at the latest detection (missed ones are kept for matching, not reported)."""
+        return [t for t in self.tracks if t.misses == 0]
+
+    def smooth(self, track: Track, probs: np.ndarray) -> np.ndarray:
+        c = self.config
+        if c.smoothing == "ema":
+            track.probs = probs if track.probs is None else c.alpha * probs + (1 - c.alpha) * track.probs
+        elif c.smoothing == "window":
+            track.history.append(probs)
+            track.probs = np.mean(track.history, axis=0)
+        else:
+            track.probs = probs
+        return track.probs

@@ -1,0 +1,1 @@
+"""Workstation tools: train and report on the emotion models (TensorFlow/Keras, scikit-learn)."""

@@ -1,0 +1,81 @@
+"""Training data: FER2013 splits through ``edge_fer.datasets``, FER+ soft targets, class weights.
+
+Splits follow the dataset: train = Training (fit), val = PublicTest (early stopping, model
+choice), test = PrivateTest (reported once at the end, never used to fit or choose).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_fer.datasets import LabeledFaces, available_splits, load_split
+from edge_fer.errors import DataError
+from edge_fer.labels import FER2013_LABELS
+
+# FER+ vote columns -> FER2013 class index; contempt, unknown and NF have no FER class.
+FERPLUS_TO_FER = {"neutral": 6, "happiness": 3, "surprise": 5, "sadness": 4, "anger": 0, "disgust": 1, "fear": 2}
+
+
+@dataclass
+class Splits:
+    train: LabeledFaces
+    val: LabeledFaces
+    test: LabeledFaces | None
+
+
+def load_splits(path: str | Path, size=(48, 48), val_fraction: float = 0.1, seed: int = 0) -> Splits:
+    """Load train/val/test; a dataset without a val split gets one carved from train (stratified)."""
+    found = available_splits(path)
+    if "train" not in found:
+        raise DataError(f"{path} has no training split (found: {', '.join(found) or 'nothing'})")
+    train = load_split(path, "train", size)
+    if "val" in found:
+        val = load_split(path, "val", size)
+    else:
+        train, val = _carve_val(train, val_fraction, seed)
+    test = load_split(path, "test", size) if "test" in found else None
+    return Splits(train, val, test)
+
+
+def _carve_val(train: LabeledFaces, fraction: float, seed: int) -> tuple[LabeledFaces, LabeledFaces]:
+    rng = np.random.default_rng(seed)
+    val_idx = []
+    for c in np.unique(train.y):
+        idx = np.flatnonzero(train.y == c)
+        val_idx.extend(rng.choice(idx, max(1, int(len(idx) * fraction)), replace=False))
+    mask = np.zeros(len(train), bool)
+    mask[val_idx] = True
+    return (LabeledFaces(train.x[~mask], train.y[~mask], train.labels),
+            LabeledFaces(train.x[mask], train.y[mask], train.labels))
+
+
+def ferplus_targets(votes_path: str | Path, split: str, fer_labels: np.ndarray, mix: float) -> np.ndarray:
+    """Soft targets: ``(1 - mix) * one_hot(FER label) + mix * FER+ vote distribution``.
+
+    Rows whose votes are unreliable (see the data README) or fall only on contempt/unknown/NF
+    keep their one-hot FER target.
+    """
+    n_classes = len(FER2013_LABELS)
+    one_hot = np.eye(n_classes, dtype=np.float32)[fer_labels]
+    with np.load(votes_path) as data:
+        votes, reliable = data[f"{split}_votes"].astype(np.float32), data[f"{split}_reliable"]
+        columns = [str(c) for c in data["vote_columns"]]
+    if len(votes) != len(fer_labels):
+        raise DataError(f"{votes_path}: {len(votes)} {split} rows, but the dataset has {len(fer_labels)}")
+    dist = np.zeros((len(votes), n_classes), np.float32)
+    for col, fer_class in FERPLUS_TO_FER.items():
+        dist[:, fer_class] = votes[:, columns.index(col)]
+    total = dist.sum(axis=1, keepdims=True)
+    usable = reliable & (total[:, 0] > 0)
+    dist = np.where(usable[:, None], dist / np.maximum(total, 1), one_hot)
+    return (1 - mix) * one_hot + mix * dist
+
+
+def class_weights(y: np.ndarray, n_classes: int, power: float = 0.5) -> np.ndarray:
+    """Inverse-frequency weights raised to ``power`` (0.5 damps them), normalised to mean 1 per sample."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = (counts.sum() / np.maximum(counts, 1)) ** power
+    return (w / (w[y].mean())).astype(np.float32)

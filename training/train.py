@@ -1,0 +1,189 @@
+"""Train an emotion CNN on FER2013 and write a complete run folder.
+
+    python -m training train --data ../shared/data/fer2013.npz --arch edge-cnn --out runs/edge-cnn
+
+The run folder holds ``model.keras`` (best on val), ``model.h5``, ``last.keras`` (for
+``--resume``), ``history.csv``, ``curves.png``, ``confusion_matrix.png``,
+``classification_report.txt`` and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_fer.errors import EdgeFerError
+from edge_fer.labels import FER2013_LABELS
+from edge_fer.preprocess import DEFAULT_SCALING, scale_pixels
+
+# Architectures with a strided 1x1 Conv2D, which crashes TF 2.19-2.21's oneDNN path in fit.
+# Everything else keeps oneDNN on: it halves the epoch time on this CPU.
+NEEDS_ONEDNN_OFF = {"mini-xception"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="FER2013 .npz, CSV (emotion,pixels,Usage) or image folder")
+    p.add_argument("--arch", default="edge-cnn", help="edge-cnn (default), seed-cnn or mini-xception")
+    p.add_argument("--width", type=int, default=None, help="edge-cnn base width (default 24)")
+    p.add_argument("--out", required=True, type=Path, help="run folder (created)")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3; seed-cnn 1e-4)")
+    p.add_argument("--patience", type=int, default=12, help="EarlyStopping patience on val accuracy")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this wall time")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--class-weights", type=float, default=0.0, metavar="POWER",
+                   help="weight classes by inverse frequency ** POWER (0 = off, 0.5 = damped, 1 = full)")
+    p.add_argument("--ferplus", type=Path, default=None, help="ferplus_votes.npz for soft targets")
+    p.add_argument("--ferplus-mix", type=float, default=0.5, help="share of the FER+ vote distribution in targets")
+    p.add_argument("--no-augment", action="store_true", help="turn off flip/shift/rotate/zoom/brightness/contrast")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke tests)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.keras")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 0 none, 1 bar, 2 line")
+
+
+def run(args: argparse.Namespace) -> dict:
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0" if args.arch in NEEDS_ONEDNN_OFF else "1")
+    from .data import class_weights, ferplus_targets, load_splits
+    from .models import ARCHITECTURES, build
+    from .reports import write_reports
+    from .tf_env import keras, tf
+
+    if args.arch not in ARCHITECTURES:
+        raise EdgeFerError(f"unknown architecture {args.arch!r}: choose from {', '.join(ARCHITECTURES)}")
+    if args.resume and not (args.out / "last.keras").exists():
+        raise EdgeFerError(f"--resume: no checkpoint {args.out / 'last.keras'}")
+    keras.utils.set_random_seed(args.seed)
+    splits = load_splits(args.data, seed=args.seed)
+    train = splits.train
+    if args.limit:
+        train.x, train.y = train.x[: args.limit], train.y[: args.limit]
+    labels = FER2013_LABELS
+    n_classes = len(labels)
+
+    x_train = scale_pixels(train.x, DEFAULT_SCALING)[..., None]
+    x_val = scale_pixels(splits.val.x, DEFAULT_SCALING)[..., None]
+    if args.ferplus:
+        if args.limit or Path(args.data).suffix != ".npz":
+            raise EdgeFerError("--ferplus needs the full fer2013.npz (its rows align with ferplus_votes.npz)")
+        y_train = ferplus_targets(args.ferplus, "train", train.y, args.ferplus_mix)
+    else:
+        y_train = np.eye(n_classes, dtype=np.float32)[train.y]
+    y_val = np.eye(n_classes, dtype=np.float32)[splits.val.y]
+    sample_w = (class_weights(train.y, n_classes, args.class_weights)[train.y] if args.class_weights
+                else np.ones(len(train), np.float32))
+
+    augment = keras.Sequential([
+        keras.layers.RandomFlip("horizontal"),
+        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
+        keras.layers.RandomRotation(0.04, fill_mode="nearest"),  # +-15 degrees
+        keras.layers.RandomZoom(0.1, fill_mode="nearest"),
+        keras.layers.RandomBrightness(0.2, value_range=(0.0, 1.0)),
+        keras.layers.RandomContrast(0.3),
+    ], name="augment")
+    ds = (tf.data.Dataset.from_tensor_slices((x_train, y_train, sample_w))
+          .shuffle(len(x_train), seed=args.seed, reshuffle_each_iteration=True)
+          .batch(args.batch_size))
+    if not args.no_augment:
+        ds = ds.map(lambda x, y, w: (tf.clip_by_value(augment(x, training=True), 0.0, 1.0), y, w),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(512)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    history_csv = args.out / "history.csv"
+    initial_epoch = 0
+    if args.resume:
+        model = keras.models.load_model(args.out / "last.keras")
+        with open(history_csv) as f:
+            initial_epoch = sum(1 for _ in f) - 1
+        print(f"resuming {args.out} at epoch {initial_epoch + 1}", file=sys.stderr)
+    else:
+        kwargs = {"width": args.width} if args.width and args.arch == "edge-cnn" else {}
+        if args.arch == "edge-cnn" and "width" not in kwargs:
+            kwargs["width"] = 24
+        model = build(args.arch, x_train.shape[1:], n_classes, **kwargs)
+        lr = args.lr or (1e-4 if args.arch == "seed-cnn" else 1e-3)
+        model.compile(optimizer=keras.optimizers.Adam(lr),
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+                      metrics=["accuracy"])
+    (args.out / "train_config.json").write_text(json.dumps(
+        {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}, indent=2) + "\n")
+
+    started = time.time()
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(args.out / "best.keras", monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(args.out / "last.keras"),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.patience),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, args.patience // 3),
+                                          min_lr=1e-6),
+        keras.callbacks.CSVLogger(history_csv, append=args.resume),
+    ]
+    if args.max_minutes:
+        callbacks.append(_TimeBudget(args.max_minutes * 60, started))
+    model.fit(ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
+              callbacks=callbacks, verbose=args.verbose)
+    wall = time.time() - started
+
+    best = keras.models.load_model(args.out / "best.keras")
+    best.save(args.out / "model.keras")
+    best.save(args.out / "model.h5")
+    history = _read_history(history_csv)
+
+    def predict(x_uint8: np.ndarray) -> np.ndarray:
+        return best.predict(scale_pixels(x_uint8, DEFAULT_SCALING)[..., None], batch_size=512, verbose=0).argmax(1)
+
+    test = (splits.test.y, predict(splits.test.x)) if splits.test is not None else None
+    metrics = write_reports(
+        args.out, labels, (splits.val.y, predict(splits.val.x)), test,
+        extra={"model": args.arch, "params": int(best.count_params()), "epochs": len(history.get("loss", [])),
+               "best_epoch": int(np.argmax(history["val_accuracy"])) + 1 if history.get("val_accuracy") else None,
+               "wall_time_s": round(wall, 1), "train_images": len(train), "data": str(args.data),
+               "scaling": DEFAULT_SCALING.to_dict(), "input_size": list(x_train.shape[1:3]),
+               "ferplus_mix": args.ferplus_mix if args.ferplus else 0.0,
+               "label_smoothing": args.label_smoothing, "class_weights_power": args.class_weights,
+               "augment": not args.no_augment},
+        history=history)
+    line = f"val acc {metrics['val']['accuracy']:.4f}"
+    if "test" in metrics:
+        line += f", test acc {metrics['test']['accuracy']:.4f} (macro-F1 {metrics['test']['macro_f1']:.4f})"
+    print(f"{args.out}: {line}")
+    return metrics
+
+
+class _TimeBudget:
+    """Stop training after the epoch that crosses a wall-time budget (checkpoints are already written)."""
+
+    def __new__(cls, seconds: float, started: float):
+        from .tf_env import keras
+
+        class TimeBudget(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if time.time() - started > seconds:
+                    print(f"\ntime budget of {seconds / 60:.0f} min reached after epoch {epoch + 1}", file=sys.stderr)
+                    self.model.stop_training = True
+
+        return TimeBudget()
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
+
+
+def copy_run_reports(run_dir: Path, dest: Path) -> None:
+    """Copy a run's human-readable reports (not its weights) to ``dest``, e.g. docs/."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.json", "confusion_matrix.png", "curves.png", "classification_report.txt", "history.csv"):
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, dest / name)
