@@ -74,7 +74,7 @@ class Pipeline:
         timings: dict[str, float] = {}
         detected = self._count % self.detect_every == 0
         if detected:
-            tracks = self.tracker.visible()
+            tracks = self.tracker.active()
             if not tracks or self._count - self._last_full >= self.full_detect_every:
                 # A full-frame pass finds new faces; in between, tracked faces are re-found locally.
                 tracks = self.tracker.update(self.detector.detect(frame.gray))

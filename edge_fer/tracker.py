@@ -32,6 +32,7 @@ class Track:
     id: int
     box: Box
     misses: int = 0                      # consecutive detections that did not find this face
+    hits: int = 1                        # detections that found it
     probs: np.ndarray | None = None      # smoothed probabilities
     history: deque = field(default_factory=deque)
 
@@ -39,6 +40,7 @@ class Track:
 @dataclass
 class TrackerConfig:
     iou_threshold: float = 0.3
+    min_hits: int = 2            # detections before a new face is reported (filters one-off false faces)
     max_misses: int = 2          # detections a face may be missed before its track ends
     smoothing: str = "ema"       # ema, window or none
     alpha: float = 0.4           # EMA weight of the newest frame
@@ -55,6 +57,7 @@ class Tracker:
 
     def update(self, boxes: list[Box]) -> list[Track]:
         """Match fresh detections to tracks (greedy, highest IoU first); return the live tracks."""
+        first = not self.tracks
         pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.tracks) for bi, b in enumerate(boxes)),
                        reverse=True)
         used_t, used_b = set(), set()
@@ -64,19 +67,30 @@ class Tracker:
             if ti in used_t or bi in used_b:
                 continue
             self.tracks[ti].box, self.tracks[ti].misses = boxes[bi], 0
+            self.tracks[ti].hits += 1
             used_t.add(ti)
             used_b.add(bi)
         for ti, track in enumerate(self.tracks):
             if ti not in used_t:
                 track.misses += 1
         self.tracks = [t for t in self.tracks if t.misses <= self.config.max_misses]
-        self.tracks += [Track(next(self._ids), b, history=deque(maxlen=self.config.window))
+        born_hits = self.config.min_hits if first else 1
+        self.tracks += [Track(next(self._ids), b, hits=born_hits, history=deque(maxlen=self.config.window))
                         for bi, b in enumerate(boxes) if bi not in used_b]
         return self.visible()
 
-    def visible(self) -> list[Track]:
-        """Tracks seen at the latest detection (missed ones are kept for matching, not reported)."""
+    def active(self) -> list[Track]:
+        """Tracks found by the latest detection, confirmed or not: the ones to look for next time."""
         return [t for t in self.tracks if t.misses == 0]
+
+    def visible(self) -> list[Track]:
+        """Confirmed tracks found by the latest detection: the faces to classify and report.
+
+        A missed face is kept for matching but not reported; a new face is reported once it
+        has been detected ``min_hits`` times, except at start-up when nothing is tracked yet
+        and every face is taken at its first detection.
+        """
+        return [t for t in self.tracks if t.misses == 0 and t.hits >= self.config.min_hits]
 
     def smooth(self, track: Track, probs: np.ndarray) -> np.ndarray:
         c = self.config

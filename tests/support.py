@@ -1,0 +1,52 @@
+"""Shared helpers for the device tests: paths, a real video made from the shipped sample, CLI runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+MEDIA = SHARED / "media"
+FER_NPZ = SHARED / "data" / "fer2013.npz"
+SAMPLE = ROOT / "edge_fer" / "samples" / "astronaut.jpg"
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def make_video(path: Path, frames: int = 40, size: tuple[int, int] = (480, 360), fps: float = 15.0) -> Path:
+    """A real MP4 (mp4v) of the shipped sample photo drifting across a gray canvas."""
+    image = cv2.imread(str(SAMPLE))
+    w, h = size
+    s = min(h / image.shape[0], w / image.shape[1]) * 0.85
+    small = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for i in range(frames):
+        canvas = np.full((h, w, 3), 80, np.uint8)
+        dx = (w - small.shape[1]) // 2 + int(8 * np.sin(i / 6))
+        dy = (h - small.shape[0]) // 2 + int(5 * np.cos(i / 7))
+        canvas[dy : dy + small.shape[0], dx : dx + small.shape[1]] = small
+        writer.write(canvas)
+    writer.release()
+    return path
+
+
+def run_cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m edge_fer.cli ARGS`` as a real subprocess."""
+    return subprocess.run([sys.executable, "-m", "edge_fer.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A user mistake: non-zero exit, exactly one ``error:`` line on stderr, no traceback."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
