@@ -42,6 +42,7 @@ class TrackerConfig:
     iou_threshold: float = 0.3
     min_hits: int = 2            # detections before a new face is reported (filters one-off false faces)
     max_misses: int = 2          # detections a face may be missed before its track ends
+    coast: int = 1               # missed detections a confirmed face is still reported (at its last box)
     smoothing: str = "ema"       # ema, window or none
     alpha: float = 0.4           # EMA weight of the newest frame
     window: int = 5              # frames averaged by the window smoother
@@ -80,17 +81,21 @@ class Tracker:
         return self.visible()
 
     def active(self) -> list[Track]:
-        """Tracks found by the latest detection, confirmed or not: the ones to look for next time."""
-        return [t for t in self.tracks if t.misses == 0]
+        """Tracks to look for at the next detection: new ones, and confirmed ones still reported."""
+        return [t for t in self.tracks if t.misses == 0 or (t.misses <= self.config.coast and self._confirmed(t))]
 
     def visible(self) -> list[Track]:
-        """Confirmed tracks found by the latest detection: the faces to classify and report.
+        """Confirmed tracks: the faces to classify and report.
 
-        A missed face is kept for matching but not reported; a new face is reported once it
-        has been detected ``min_hits`` times, except at start-up when nothing is tracked yet
-        and every face is taken at its first detection.
+        A new face is reported once it has been detected ``min_hits`` times (except at
+        start-up, when nothing is tracked yet and every face is taken at once), which keeps
+        one-off false detections out. A confirmed face missed by ``coast`` detections or fewer
+        is still reported at its last box, so one missed detection does not blank the face.
         """
-        return [t for t in self.tracks if t.misses == 0 and t.hits >= self.config.min_hits]
+        return [t for t in self.tracks if self._confirmed(t) and t.misses <= self.config.coast]
+
+    def _confirmed(self, track: Track) -> bool:
+        return track.hits >= self.config.min_hits
 
     def smooth(self, track: Track, probs: np.ndarray) -> np.ndarray:
         c = self.config

@@ -27,7 +27,7 @@ def test_new_faces_need_confirmation_once_something_is_tracked():
 
 
 def test_lost_tracks_end_after_max_misses():
-    t = Tracker(TrackerConfig(max_misses=1))
+    t = Tracker(TrackerConfig(max_misses=1, coast=0))
     t.update([(0, 0, 50, 50)])
     assert t.update([]) == []          # missed once: kept but not reported
     assert len(t.tracks) == 1
@@ -49,3 +49,14 @@ def test_ema_and_window_smoothing():
     np.testing.assert_allclose(out, [0.0, 1.0])
     with pytest.raises(ValueError):
         Tracker(TrackerConfig(smoothing="median"))
+
+
+def test_confirmed_face_coasts_through_one_missed_detection():
+    t = Tracker(TrackerConfig(coast=1, max_misses=2))
+    t.update([(0, 0, 50, 50)])
+    assert [tr.id for tr in t.update([])] == [1]   # reported at its last box
+    assert t.update([]) == []                      # missed twice: no longer reported
+    t2 = Tracker(TrackerConfig(coast=1))
+    t2.update([(0, 0, 50, 50)])
+    t2.update([(0, 0, 50, 50), (300, 0, 40, 40)])  # tentative newcomer
+    assert [tr.id for tr in t2.update([(0, 0, 50, 50)])] == [1]  # an unconfirmed face does not coast
