@@ -113,13 +113,16 @@ class TFLiteClassifier:
         n = len(faces)
         if n == 0:
             return np.zeros((0, len(self.labels)), np.float32)
+        if self.metadata.flip_average:  # mirrors ride in the same invoke
+            faces = np.concatenate([faces, faces[:, :, ::-1]])
         x = self._lut[faces][..., None]
         if self.batchable:
-            self._set_batch(n)
+            self._set_batch(len(x))
             raw = self._invoke(x)
         else:
-            raw = np.concatenate([self._invoke(x[i : i + 1]) for i in range(n)])
-        return self._dequantize(raw)
+            raw = np.concatenate([self._invoke(x[i : i + 1]) for i in range(len(x))])
+        probs = self._dequantize(raw)
+        return (probs[:n] + probs[n:]) / 2 if self.metadata.flip_average else probs
 
     def _dequantize(self, raw: np.ndarray) -> np.ndarray:
         q = self._out_q

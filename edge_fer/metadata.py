@@ -28,6 +28,7 @@ class ModelMetadata:
     scaling: Scaling = DEFAULT_SCALING
     face_margin: float = DEFAULT_MARGIN
     kind: str = "tflite"  # which classifier backend loads the model
+    flip_average: bool = False  # average each face with its mirror image (chosen on val at conversion)
     quantization: str = "float32"
     sha256: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -55,6 +56,7 @@ class ModelMetadata:
             raise ModelError(f"{where}: scaling std must not be 0")
         return cls(labels=labels, input_size=(h, w), scaling=scaling,
                    face_margin=float(d.get("face_margin", DEFAULT_MARGIN)), kind=str(d.get("kind", "tflite")),
+                   flip_average=bool(d.get("flip_average", False)),
                    quantization=str(d.get("quantization", "unknown")), sha256=d.get("sha256"),
                    metrics=dict(d.get("metrics", {})), source=dict(d.get("source", {})),
                    extra=dict(d.get("extra", {})))

@@ -127,3 +127,16 @@ def test_model_without_metadata_uses_fer_defaults(tmp_path):
 def test_edgetpu_without_runtime_is_a_clear_error():
     with pytest.raises(ModelError, match="libedgetpu.so.1"):
         make_interpreter(DEFAULT_MODEL, edgetpu=True)
+
+
+def test_flip_average_is_symmetric(tmp_path):
+    model = _copy_model(tmp_path, FIXTURES / "tiny_int8.tflite")
+    meta = load_metadata(model)
+    meta.flip_average = True
+    save_metadata(model, meta)
+    clf = load_classifier(model)
+    faces = np.random.default_rng(2).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    np.testing.assert_allclose(clf.predict(faces), clf.predict(faces[:, :, ::-1]), atol=1e-6)
+    plain = load_classifier(FIXTURES / "tiny_int8.tflite")
+    expected = (plain.predict(faces) + plain.predict(faces[:, :, ::-1])) / 2
+    np.testing.assert_allclose(clf.predict(faces), expected, atol=1e-6)
