@@ -169,3 +169,28 @@ def test_eval_on_fer2013_val_split():
     proc = run_cli("eval", "--data", str(FER_NPZ), "--split", "val", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["n"] == 3589
+
+
+def test_http_stream_is_read_as_a_live_source(video):
+    """A real HTTP server on loopback serving the clip: the URL path of --source."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(video.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{video.name}"
+        proc = run_cli("run", "--source", url, "--output", "jsonl", "--max-frames", "5", timeout=60)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 5
+
+
+def test_display_without_gui_is_one_line(video):
+    import cv2
+    if "GUI" in cv2.getBuildInformation() and "NO" not in cv2.getBuildInformation().split("GUI:")[1][:40]:
+        pytest.skip("this OpenCV has GUI support")
+    assert_one_line_error(run_cli("run", "--source", str(video), "--display"), "--display needs")
