@@ -69,13 +69,18 @@ def load_split(path: str | Path, split: str, size: tuple[int, int] = (48, 48),
 def available_splits(path: str | Path) -> list[str]:
     """The splits a dataset holds, in train/val/test order."""
     path = Path(path)
+    if not path.exists():
+        raise DataError(f"dataset not found: {path}")
     if path.is_dir():
         found = {FOLDER_ALIASES[p.name.lower()] for p in path.iterdir()
                  if p.is_dir() and p.name.lower() in FOLDER_ALIASES}
         return [s for s in SPLITS if s in found]
     if path.suffix.lower() == ".npz":
-        with np.load(path) as data:
-            return [s for s in SPLITS if f"{s}_x" in data.files]
+        try:
+            with np.load(path) as data:
+                return [s for s in SPLITS if f"{s}_x" in data.files]
+        except Exception as exc:  # zipfile/pickle errors: say what is wrong with the file
+            raise DataError(f"cannot read {path}: {exc}") from None
     if path.suffix.lower() == ".csv":
         with _open_csv(path) as (rows, _):
             found = {CSV_USAGE.get(row.get("Usage", ""), "") for row in rows}

@@ -1,0 +1,135 @@
+"""``python -m convert``: turn a trained Keras model into the TFLite files the device runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge_fer.errors import DataError, EdgeFerError, ModelError
+
+from . import FORMATS, INTEGER_FORMATS
+
+DESCRIPTION = """\
+Convert a trained Keras model to TensorFlow Lite for the Raspberry Pi, check the result
+against the original, and write the metadata the device needs to run it.
+
+For each format, OUT gets:
+  NAME_FORMAT.tflite       the model; its batch size is dynamic, so the device classifies
+                           all faces of a frame in one call
+  NAME_FORMAT.json         metadata: labels, input size, pixel scaling, quantization,
+                           accuracy, training run, sha256 (edge-fer reads this)
+  NAME_FORMAT.verify.json  TFLite vs Keras accuracy on val and test, agreement between
+                           them, file size, and milliseconds per face (1 thread)
+
+Formats: int8 (default; smallest, usually fastest on a Pi CPU, needed for the Edge TPU), uint8 (int8 with
+uint8 input/output), float16, dynamic (int8 weights, float maths), float32 (reference).
+int8/uint8 are calibrated on --calibration-samples training faces, spread over classes.
+"""
+
+EPILOG = """\
+examples:
+  python -m convert --run runs/edge-cnn
+      int8 model of a training run, checked on the dataset the run was trained on
+  python -m convert --run runs/edge-cnn --format all --limit 500
+      every format, quickly checked on 500 val and 500 test faces
+  python -m convert --keras my.keras --data fer2013.npz --out models --name mine
+  python -m convert --run runs/edge-cnn --edgetpu
+      also NAME_int8_b1.tflite (batch 1, as the Coral compiler requires), its op check,
+      and NAME_int8_b1_edgetpu.tflite when edgetpu_compiler is installed (x86-64 Linux)
+  python -m convert --run runs/edge-cnn --ship
+      make the int8 model edge-fer's default (edge_fer/models/default.tflite) and copy
+      the run's reports to docs/model/
+
+errors are printed as one line starting with "error:" and exit with status 2.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-fer-convert", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, metavar="DIR",
+                     help="training run folder (from 'python -m training train'): converts DIR/model.keras")
+    src.add_argument("--keras", type=Path, metavar="FILE", help="a .keras or .h5 model file instead of a run folder")
+    p.add_argument("--data", type=Path, metavar="PATH",
+                   help="labelled faces: FER2013 .npz, FER2013 CSV or image folder; train calibrates, val and "
+                        "test verify (default: the dataset recorded in the run's metrics.json)")
+    p.add_argument("--format", default="int8", choices=(*FORMATS, "all"), help="what to write (default: int8)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: the model's folder)")
+    p.add_argument("--name", default="model", help="file name stem: writes NAME_FORMAT.tflite (default: model)")
+    p.add_argument("--calibration-samples", type=int, default=500, metavar="N",
+                   help="training faces used to calibrate int8/uint8 (default: 500)")
+    p.add_argument("--limit", type=int, metavar="N", help="verify on the first N val and N test faces only")
+    p.add_argument("--flip-average", choices=("auto", "on", "off"), default="auto",
+                   help="classify each face with its mirror image too and average (twice the work): auto "
+                        "turns it on when it raises val accuracy (default: auto; test never decides)")
+    p.add_argument("--edgetpu", action="store_true",
+                   help="also write a batch-1 model for the Coral Edge TPU, list ops that would run on the CPU, "
+                        "and compile it if edgetpu_compiler is on the PATH")
+    p.add_argument("--ship", action="store_true",
+                   help="copy the int8 model and its .json to edge_fer/models/default.*, reports to docs/model/")
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
+    """Check the arguments (cheaply, before TensorFlow loads), then convert, verify and ship."""
+    if args.run is not None and not args.run.is_dir():
+        raise ModelError(f"run folder not found: {args.run}")
+    keras_path = args.keras or args.run / "model.keras"
+    if not keras_path.is_file():
+        raise ModelError(f"Keras model not found: {keras_path}")
+    formats = FORMATS if args.format == "all" else (args.format,)
+    if args.edgetpu and not set(formats) & set(INTEGER_FORMATS):
+        raise EdgeFerError("--edgetpu needs a full-integer model: use --format int8, uint8 or all")
+    if args.ship and "int8" not in formats:
+        raise EdgeFerError("--ship ships the int8 model: use --format int8 or all")
+    if args.calibration_samples < 1 or (args.limit is not None and args.limit < 1):
+        raise EdgeFerError("--calibration-samples and --limit must be at least 1")
+
+    from .export import RunInfo, export  # imports TensorFlow
+
+    info = RunInfo.read(keras_path)
+    data = args.data or info.data
+    if data is None:
+        raise DataError(f"no --data given and {keras_path.parent} has no metrics.json naming the training data")
+    if not data.exists():
+        raise DataError(f"dataset not found: {data}" + ("" if args.data else " (from the run's metrics.json; "
+                                                        "pass --data)"))
+    from training.data import load_splits
+
+    from .tflite import load_keras
+
+    model = load_keras(keras_path)
+    # A val split carved from train (datasets without one) must be the one training carved.
+    splits = load_splits(data, seed=int(info.config.get("seed", 0)))
+    results = export(model, splits, args.out or keras_path.parent, args.name, formats, info.source(model),
+                     scaling=info.scaling, calibration_samples=args.calibration_samples, limit=args.limit,
+                     edgetpu=args.edgetpu, flip_average={"auto": None, "on": True, "off": False}[args.flip_average])
+    for r in results:
+        print(f"wrote {r.path} (+ .json, .verify.json)" + (f", {r.edgetpu.model.name}" if r.edgetpu else ""),
+              file=sys.stderr)
+    if args.ship:
+        from .ship import ship
+
+        int8 = next(r for r in results if r.fmt == "int8")
+        if info.run_dir is None:
+            print(f"warning: {keras_path.parent} has no metrics.json; shipping the model without run reports",
+                  file=sys.stderr)
+        for path in ship(int8.path, info.run_dir):
+            print(f"shipped {path}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point (``edge-fer-convert``); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except EdgeFerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The dataset loaders training shares with the device, the trainer on synthetic data, and its user errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge_fer.datasets import available_splits, load_split
+from edge_fer.errors import DataError
+from edge_fer.labels import FER2013_LABELS
+from synthetic import faces, write_csv, write_folder, write_npz
+from training.data import load_splits
+
+
+def test_npz_with_split_keys(tmp_path):
+    path = write_npz(tmp_path / "d.npz", {"train": 30, "val": 14, "test": 21})
+    assert available_splits(path) == ["train", "val", "test"]
+    val = load_split(path, "val")
+    assert val.x.shape == (14, 48, 48) and val.x.dtype == np.uint8
+    assert val.labels == FER2013_LABELS and set(val.y) == set(range(7))
+
+
+def test_npz_with_plain_x_y_serves_every_split(tmp_path):
+    x, y = faces(20)
+    np.savez(tmp_path / "d.npz", x=x[..., None].astype(np.float32) / 255.0, y=y)  # (n, h, w, 1) floats in 0..1
+    test = load_split(tmp_path / "d.npz", "test")
+    assert test.x.shape == (20, 48, 48) and test.x.dtype == np.uint8
+    assert np.abs(test.x.astype(int) - x).max() <= 1
+
+
+def test_fer2013_csv(tmp_path):
+    path = write_csv(tmp_path / "fer.csv", {"Training": 21, "PublicTest": 7, "PrivateTest": 14})
+    assert available_splits(path) == ["train", "val", "test"]
+    assert [len(load_split(path, s)) for s in ("train", "val", "test")] == [21, 7, 14]
+    assert load_split(path, "train").x.shape[1:] == (48, 48)
+
+
+def test_csv_without_usage_is_one_split(tmp_path):
+    path = write_csv(tmp_path / "fer.csv", {"Training": 9}, columns=("emotion", "pixels"))
+    assert len(load_split(path, "test")) == 9
+
+
+def test_folder_with_split_subfolders(tmp_path):
+    write_folder(tmp_path / "Training", 14)
+    write_folder(tmp_path / "PrivateTest", 7, seed=1)
+    assert available_splits(tmp_path) == ["train", "test"]
+    train = load_split(tmp_path, "train")
+    assert train.x.shape == (14, 48, 48) and train.x.dtype == np.uint8  # 64x64 colour resized to gray 48x48
+    assert len(load_split(tmp_path, "test")) == 7
+    with pytest.raises(DataError, match="no 'val' folder"):
+        load_split(tmp_path, "val")
+
+
+def test_bare_class_folders_are_one_split(tmp_path):
+    write_folder(tmp_path, 21, color=False, size=(48, 48))
+    got = load_split(tmp_path, "val")
+    assert len(got) == 21 and sorted(set(got.y)) == list(range(7))
+
+
+def test_load_splits_carves_a_stratified_val_from_train(tmp_path):
+    write_folder(tmp_path / "train", 70)
+    splits = load_splits(tmp_path, val_fraction=0.2)
+    assert splits.test is None
+    assert len(splits.train) + len(splits.val) == 70
+    assert np.bincount(splits.val.y, minlength=7).tolist() == [2] * 7
+
+
+@pytest.mark.slow
+def test_training_writes_a_complete_run_folder(trained_run):
+    run_dir, metrics = trained_run
+    for name in ("model.keras", "model.h5", "last.keras", "history.csv", "curves.png", "confusion_matrix.png",
+                 "classification_report.txt", "metrics.json", "train_config.json"):
+        assert (run_dir / name).is_file(), name
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert saved["model"] == "edge-cnn" and saved["epochs"] == 1 and saved["train_images"] == 210
+    assert saved["val"]["n"] == 70 and saved["test"]["n"] == 70
+    assert saved["scaling"] == {"mean": 0.0, "std": 255.0} and saved["input_size"] == [48, 48]
+    assert "git_commit" in saved
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["csv", "folder"])
+def test_training_on_csv_and_image_folders(tmp_path, train_tiny, form):
+    """The other two forms train too; a folder without a val split gets one carved from train."""
+    if form == "csv":
+        data = write_csv(tmp_path / "fer.csv", {"Training": 140, "PublicTest": 14, "PrivateTest": 14})
+    else:
+        data = write_folder(tmp_path / "faces" / "train", 140).parent
+        write_folder(tmp_path / "faces" / "test", 14, seed=3)
+    metrics = train_tiny(data, tmp_path / "run", limit=140)
+    assert metrics["test"]["n"] == 14 and (tmp_path / "run" / "model.keras").is_file()
+    # The folder's val is carved from its 140 training faces: 10% of each class.
+    assert metrics["val"]["n"] == 14 and metrics["train_images"] == (140 if form == "csv" else 126)
+
+
+def _bad_inputs(tmp_path):
+    x, y = faces(14)
+    np.savez(tmp_path / "range.npz", train_x=x, train_y=y + 3)
+    np.savez(tmp_path / "empty.npz", train_x=np.zeros((0, 48, 48), np.uint8), train_y=np.zeros(0, np.int64))
+    write_csv(tmp_path / "cols.csv", {"Training": 7}, columns=("emotion", "image", "Usage"))
+    return {
+        "missing": (tmp_path / "nope.npz", "dataset not found"),
+        "wrong CSV column": (tmp_path / "cols.csv", "missing column(s) pixels"),
+        "labels out of range": (tmp_path / "range.npz", "must lie in 0..6"),
+        "empty split": (tmp_path / "empty.npz", "is empty"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "missing",
+    "wrong CSV column", "labels out of range", "empty split"])
+def test_bad_data_is_a_one_line_error(tmp_path, capsys, case):
+    pytest.importorskip("training.tf_env", reason="needs TensorFlow")  # imports TF the project way
+    from training.__main__ import main
+
+    data, fragment = _bad_inputs(tmp_path)[case]
+    rc = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1", "--verbose", "0"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert fragment in lines[0] and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
