@@ -1,4 +1,4 @@
-"""The ``edge-fer`` command: run, predict, eval, bench, info.
+"""The ``edge-fer`` command: run, predict, eval, bench, info, config.
 
 User mistakes (missing model, camera that does not open, unreadable file) end with one
 ``error: ...`` line on stderr and exit status 2; nothing here imports TensorFlow.
@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
-import threading
 from functools import wraps
 from pathlib import Path
 
@@ -38,11 +36,6 @@ def _friendly(func):
             sys.exit(130)
 
     return wrapper
-
-
-def _logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 @click.group(context_settings=CONTEXT)
@@ -80,81 +73,94 @@ def _classifier(model: Path | None, threads: int | None, edgetpu: bool):
     return load_classifier(model, num_threads=threads, edgetpu=edgetpu)
 
 
+def run_options(f):
+    """The ``run`` options, generated from :data:`edge_fer.config.OPTIONS` (the file and env use the same schema).
+
+    Every default is None here, so a value given on the command line is told apart from one
+    that is not (and then comes from the environment, the config file or the schema's default).
+    """
+    from .config import OPTIONS
+
+    for opt in reversed(OPTIONS):
+        if not opt.on_cli:
+            continue
+        help_ = opt.help
+        if opt.default is not None and opt.default is not False and opt.kind != "count":
+            help_ += f"  [default: {str(opt.default).lower() if isinstance(opt.default, bool) else opt.default}]"
+        short = [opt.short] if opt.short else []
+        if opt.kind == "count":
+            f = click.option(*short, opt.flag, opt.name, count=True, help=help_)(f)
+        elif opt.kind == "bool":
+            f = click.option(f"{opt.flag}/--no-{opt.flag[2:]}", *short, opt.name, default=None, help=help_)(f)
+        else:
+            kind = {"int": int, "float": float, "str": str, "path": click.Path(path_type=Path)}.get(opt.kind)
+            if opt.kind == "choice":
+                kind = click.Choice([str(c) for c in opt.choices])
+            f = click.option(opt.flag, *short, opt.name, type=kind, default=None, help=help_)(f)
+    return f
+
+
 @main.command(context_settings=CONTEXT)
-@click.option("--camera", type=int, default=None, help="OpenCV camera index (e.g. 0 for /dev/video0)")
-@click.option("--source", "-s", default=None,
-              help="picamera[:N], a video file, an image or folder of images, or an rtsp/http URL")
-@click.option("--width", type=int, default=None, help="camera capture width")
-@click.option("--height", type=int, default=None, help="camera capture height")
-@model_options
-@detector_options
-@click.option("--detect-every", type=int, default=3, show_default=True,
-              help="re-find tracked faces every N frames; they keep their box in between")
-@click.option("--full-detect-every", type=int, default=30, show_default=True,
-              help="search the whole frame for new faces every N frames")
-@click.option("--smoothing", type=click.Choice(["ema", "window", "none"]), default="ema", show_default=True,
-              help="per-face smoothing of probabilities across frames")
-@click.option("--output", "-o", type=click.Choice(["console", "jsonl", "none"]), default="console",
-              show_default=True, help="console line, one JSON object per frame, or nothing")
-@click.option("--display", is_flag=True, help="show a window with boxes and labels")
-@click.option("--record", type=click.Path(path_type=Path), default=None, help="write an annotated MP4")
-@click.option("--max-frames", type=int, default=None, help="stop after N frames")
-@click.option("--duration", type=float, default=None, help="stop after S seconds")
-@click.option("-v", "--verbose", count=True, help="-v info, -vv debug logs on stderr")
+@run_options
+@click.pass_context
 @_friendly
-def run(camera, source, width, height, model, threads, edgetpu, det_width, min_neighbors, max_faces,
-        detect_every, full_detect_every, smoothing, output, display, record, max_frames, duration, verbose):
-    """Recognise emotions in a live camera, a video, or images.
+def run(ctx, **params):
+    """Recognise emotions in a live camera, a video, or images; optionally publish to MQTT.
+
+    Every option can also come from a TOML file (--config) or an EDGE_FER_<OPTION> environment
+    variable; precedence: command line > environment > file > defaults. SIGTERM/SIGINT stop
+    after the current frame; SIGHUP reloads the config file.
 
     \b
     edge-fer run --camera 0
-    edge-fer run --source picamera
+    edge-fer run --source picamera --mqtt-host broker.local
     edge-fer run --source clip.mp4 --output jsonl --max-frames 100
+    edge-fer run --config /etc/edge-fer/config.toml
     """
-    _logging(verbose)
-    from .outputs import ConsoleSink, DisplaySink, JsonlSink, RecordSink
-    from .pipeline import Pipeline
-    from .runner import run_loop
-    from .sources import ImageSource, open_source
-    from .tracker import Tracker, TrackerConfig
+    from click.core import ParameterSource
 
-    if camera is not None and source is not None:
-        raise EdgeFerError("give either --camera or --source, not both")
-    if detect_every < 1 or full_detect_every < 1:
-        raise EdgeFerError("--detect-every and --full-detect-every must be at least 1")
-    classifier = _classifier(model, threads, edgetpu)
-    detector = _detector(det_width, min_neighbors, max_faces)
-    spec = camera if camera is not None else source
-    if spec is None:
-        from .bench import SAMPLE_IMAGE
+    from .config import BY_NAME, resolve
+    from .service import Service
+    from .systemd import configure_logging
 
-        spec = str(SAMPLE_IMAGE)
-        click.echo(f"no --camera or --source given: running on the shipped sample {SAMPLE_IMAGE.name}", err=True)
-    sinks = []
-    if output == "console":
-        sinks.append(ConsoleSink())
-    elif output == "jsonl":
-        sinks.append(JsonlSink())
-    if record:
-        sinks.append(RecordSink(record))
-    if display:
-        sinks.append(DisplaySink())
-    src = open_source(spec, width, height, need_color=bool(record or display))
-    if record and getattr(src, "fps", 0):
-        sinks[-1 if not display else -2].fps = src.fps
-    pipeline = Pipeline(classifier, detector, Tracker(TrackerConfig(smoothing=smoothing)), detect_every,
-                        full_detect_every)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    given = {name: value for name, value in params.items()
+             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    for name, value in list(given.items()):
+        if BY_NAME[name].kind == "choice" and isinstance(BY_NAME[name].default, int):
+            given[name] = int(value)
+    configure_logging(given.get("verbose", 0))
+    settings = resolve(given)
+    summary, extra = Service(settings, reload=lambda: resolve(given)).run()
+    click.echo("edge-fer: " + "; ".join([summary.line(), *extra]), err=True)
+
+
+@main.group("config", context_settings=CONTEXT)
+def config_group() -> None:
+    """Check a config file for `edge-fer run` (TOML; see systemd/config.example.toml)."""
+
+
+@config_group.command("check", context_settings=CONTEXT)
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--env", "with_env", is_flag=True, help="apply the EDGE_FER_* environment too, as `run` would")
+@click.option("--show", is_flag=True, help="print every setting and where its value comes from")
+def config_check(file, with_env, show):
+    """Validate FILE: every problem is one `error: ...` line naming the key; exit status 2 if any."""
+    import os
+
+    from .config import ConfigError, format_settings, resolve
+
     try:
-        summary = run_loop(src, pipeline, sinks, max_frames=max_frames, duration=duration, stop=stop,
-                           still=isinstance(src, ImageSource))
-    finally:
-        src.close()
-        for sink in sinks:
-            sink.close()
-    click.echo(f"edge-fer: {summary.line()}", err=True)
+        settings = resolve({}, os.environ if with_env else {}, file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(2)
+    except EdgeFerError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"{file}: ok")
+    if show:
+        click.echo(format_settings(settings))
 
 
 @main.command(context_settings=CONTEXT)

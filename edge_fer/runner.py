@@ -13,9 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from .errors import EdgeFerError, SourceError
 from .outputs import Sink
 from .pipeline import FrameResult, Pipeline
-from .sources import FrameTimeout, Source
+from .sources import Frame, FrameTimeout, Source
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,24 @@ class RunSummary:
 def run_loop(source: Source, pipeline: Pipeline, sinks: Sequence[Sink], *, max_frames: int | None = None,
              duration: float | None = None, stop: threading.Event | None = None, still: bool = False,
              collect_timings: bool = False, on_frame: Callable[[FrameResult], None] | None = None,
-             warmup: int = 0) -> RunSummary:
-    """Process frames until done. ``warmup`` frames are processed but left out of the summary's timings."""
+             warmup: int = 0, on_idle: Callable[[FrameTimeout], None] | None = None,
+             max_fps: float | None = None) -> RunSummary:
+    """Process frames until done. ``warmup`` frames are processed but left out of the summary's timings.
+
+    ``on_frame`` runs after every processed frame (the service feeds systemd's watchdog there,
+    so a source that delivers nothing stops the feeding); ``on_idle`` runs when a live source
+    had no frame in time. ``max_fps`` caps the rate by sleeping (a stop ends the sleep at once).
+    A sink that raises anything but an :class:`EdgeFerError` is logged (once per kind of
+    error) and the loop goes on.
+    """
     stop = stop or threading.Event()
     summary = RunSummary()
     started = time.perf_counter()
     fps = 0.0
     last = started
+    period = 1.0 / max_fps if max_fps else 0.0
+    next_at = started
+    sink_errors: set[tuple[str, str]] = set()
     while not stop.is_set():
         if max_frames is not None and summary.frames >= max_frames:
             summary.stopped_by = f"--max-frames {max_frames}"
@@ -54,11 +66,19 @@ def run_loop(source: Source, pipeline: Pipeline, sinks: Sequence[Sink], *, max_f
         if duration is not None and time.perf_counter() - started >= duration:
             summary.stopped_by = f"--duration {duration:g}"
             break
+        if period:
+            wait = next_at - time.perf_counter()
+            if wait > 0 and stop.wait(wait):
+                summary.stopped_by = "signal"
+                break
+            next_at = max(next_at, time.perf_counter() - period) + period
         t0 = time.perf_counter()
         try:
             frame = source.read()
         except FrameTimeout as exc:
             log.debug("%s", exc)
+            if on_idle is not None:
+                on_idle(exc)
             continue
         if frame is None:
             break
@@ -70,7 +90,15 @@ def run_loop(source: Source, pipeline: Pipeline, sinks: Sequence[Sink], *, max_f
         last = now
         result.fps = fps
         for sink in sinks:
-            sink.write(result, frame)
+            try:
+                sink.write(result, frame)
+            except (EdgeFerError, BrokenPipeError):
+                raise
+            except Exception as exc:  # a transient fault of one output must not end the loop
+                kind = (type(sink).__name__, type(exc).__name__)
+                if kind not in sink_errors:
+                    sink_errors.add(kind)
+                    log.error("output %s failed: %r; going on (logged once)", kind[0], exc)
         t2 = time.perf_counter()
         result.timings["capture"] = t1 - t0
         result.timings["output"] = t2 - now
@@ -88,3 +116,56 @@ def run_loop(source: Source, pipeline: Pipeline, sinks: Sequence[Sink], *, max_f
         summary.stopped_by = "signal"
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+class LoopingSource:
+    """A file source started over whenever it ends (``--loop``): frames keep counting up.
+
+    ``reopen`` makes a fresh source (a new decoder each pass, so nothing accumulates); a
+    source that ends without a single frame ends the loop instead of spinning.
+    """
+
+    def __init__(self, reopen: Callable[[], Source], first: Source | None = None):
+        self._reopen = reopen
+        self.inner = first if first is not None else reopen()
+        self.name = self.inner.name
+        self.live = False
+        self.fps = getattr(self.inner, "fps", 0.0)
+        self.passes = 1
+        self._index = 0
+        self._in_pass = 0
+
+    def read(self) -> Frame | None:
+        frame = self.inner.read()
+        if frame is None:
+            if self._in_pass == 0:
+                return None
+            self.inner.close()
+            try:
+                self.inner = self._reopen()
+            except SourceError:
+                self.inner = _Ended()
+                raise
+            self.passes += 1
+            self._in_pass = 0
+            frame = self.inner.read()
+            if frame is None:
+                return None
+        self._in_pass += 1
+        self._index += 1
+        frame.index = self._index
+        return frame
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _Ended:
+    name = "ended"
+    live = False
+
+    def read(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,296 @@
+"""``edge-fer run`` as a long-running service: build from settings, loop, reload, shut down cleanly.
+
+- Start-up: model, detector, source, outputs and MQTT are built from the resolved settings;
+  then systemd gets ``READY=1`` (the camera and the model are up; MQTT connects in the
+  background and is not waited for).
+- Every processed frame feeds systemd's watchdog (:class:`~edge_fer.systemd.Notifier`); a
+  source without frames does not, and says so in ``STATUS=`` and once in the log.
+- SIGTERM / SIGINT: the current frame is finished, ``offline`` is published, outputs are
+  flushed and closed, exit status 0 (well within 2 seconds for files and cameras alike).
+- SIGHUP: the config file is read again (the command line and the environment still take
+  precedence). A new configuration that does not validate, or whose model or source does not
+  open, is logged as one error line and the running one stays. Otherwise the pipeline is
+  rebuilt; the model and the MQTT connection are kept when their settings did not change (so
+  Home Assistant sees no ``offline`` blip).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from .config import Settings
+from .errors import EdgeFerError
+from .runner import LoopingSource, RunSummary, run_loop
+from .systemd import Notifier, configure_logging
+
+log = logging.getLogger(__name__)
+
+MODEL_KEYS = ("model", "threads", "edgetpu")
+MQTT_KEYS = ("device_id", "mqtt_host", "mqtt_port", "mqtt_topic", "mqtt_user", "mqtt_password", "mqtt_tls",
+             "mqtt_ca", "mqtt_qos", "mqtt_state_interval", "mqtt_faces_interval", "mqtt_discovery",
+             "mqtt_discovery_prefix", "mqtt_queue")
+CLOSE_BUDGET = 1.0  # seconds for MQTT to flush and publish offline at exit
+
+
+class _Signals:
+    """SIGTERM/SIGINT stop the loop after the current frame; SIGHUP asks for a reload."""
+
+    def __init__(self, stop: threading.Event):
+        self.stop = stop
+        self.name: str | None = None   # the terminating signal, once one came
+        self.reload = False
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._terminate)
+        if hasattr(signal, "SIGHUP"):
+            self._old[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._hangup)
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old.clear()
+
+    def _terminate(self, signum, frame) -> None:
+        self.name = signal.Signals(signum).name
+        self.stop.set()
+
+    def _hangup(self, signum, frame) -> None:
+        if self.name is None:
+            self.reload = True
+            self.stop.set()
+
+
+class Service:
+    """The parts of one run and their life cycle. ``reload`` re-resolves the settings (SIGHUP)."""
+
+    def __init__(self, settings: Settings, reload: Callable[[], Settings] | None = None,
+                 notifier: Notifier | None = None):
+        self.settings = settings
+        self._reload_settings = reload
+        self.notifier = notifier or Notifier()
+        self.stop = threading.Event()
+        self.signals = _Signals(self.stop)
+        self.classifier = None
+        self.source = None
+        self.still = False
+        self.pipeline = None
+        self.sinks: list = []
+        self.mqtt = None
+        self._applied: Settings | None = None
+        self._idle_since: float | None = None
+        self._idle_warned = False
+        self.reloads = 0
+
+    # --- building -------------------------------------------------------------------------------------------------
+
+    def apply(self, s: Settings) -> None:
+        """Build (or rebuild) everything for settings ``s``; on failure the previous parts keep running."""
+        from .classifier import load_classifier
+
+        old = self._applied
+        configure_logging(s["verbose"])
+        same = (lambda keys: old is not None and all(old.get(k) == s.get(k) for k in keys))
+        classifier = self.classifier if same(MODEL_KEYS) else \
+            load_classifier(s["model"], num_threads=s["threads"], edgetpu=s["edgetpu"])
+        if old is not None:  # a camera cannot be opened twice: let go of the old one first
+            self._close_sinks()
+            self.source.close()
+            self.source = None
+        try:
+            source, still = open_source(s)
+            try:
+                sinks = make_sinks(s, source)
+            except BaseException:
+                source.close()
+                raise
+        except EdgeFerError:
+            if old is None:
+                raise
+            self.source, self.still = open_source(old)  # if even this fails, the service exits and is restarted
+            self.sinks = make_sinks(old, self.source)
+            raise
+        self.classifier, self.source, self.still, self.sinks = classifier, source, still, sinks
+        self.pipeline = make_pipeline(s, classifier)
+        if not same(MQTT_KEYS):
+            if self.mqtt is not None:
+                self.mqtt.close(CLOSE_BUDGET)
+                self.mqtt = None
+            if s["mqtt_host"]:
+                from .mqtt import MqttPublisher, MqttSettings
+
+                self.mqtt = MqttPublisher(MqttSettings.from_settings(s)).start()
+        self._applied = self.settings = s
+
+    def status_line(self) -> str:
+        line = f"running on {self.source.name}" if self.source is not None else "starting"
+        if self.mqtt is not None:
+            line += f", publishing to mqtt {self.mqtt.where} under {self.mqtt.s.topic}/"
+        return line
+
+    # --- running --------------------------------------------------------------------------------------------------
+
+    def run(self) -> tuple[RunSummary, list[str]]:
+        """Run until the source ends, a limit is hit, or SIGTERM/SIGINT; returns the summary and extra lines."""
+        self.signals.install()
+        total = RunSummary()
+        started = time.perf_counter()
+        extra: list[str] = []
+        try:
+            self.apply(self.settings)
+            self.notifier.ready(self.status_line())
+            log.info("%s", self.status_line())
+            while True:
+                s = self.settings
+                max_frames = None if s["max_frames"] is None else max(0, s["max_frames"] - total.frames)
+                duration = None if s["duration"] is None else max(0.0, s["duration"] - (time.perf_counter() - started))
+                summary = run_loop(self.source, self.pipeline, self._all_sinks(), max_frames=max_frames,
+                                   duration=duration, stop=self.stop, still=self.still, on_frame=self._on_frame,
+                                   on_idle=self._on_idle, max_fps=s["max_fps"] or None)
+                total.frames += summary.frames
+                total.frames_with_faces += summary.frames_with_faces
+                total.stopped_by = summary.stopped_by
+                if summary.stopped_by.startswith("--max-frames"):  # the limit as configured, not what was left
+                    total.stopped_by = f"--max-frames {s['max_frames']}"
+                elif summary.stopped_by.startswith("--duration"):
+                    total.stopped_by = f"--duration {s['duration']:g}"
+                if summary.stopped_by == "signal" and self.signals.name is None and self.signals.reload:
+                    self.signals.reload = False
+                    self.stop.clear()
+                    self._reload()
+                    continue
+                if summary.stopped_by == "signal" and self.signals.name:
+                    total.stopped_by = self.signals.name
+                break
+        finally:
+            total.seconds = time.perf_counter() - started
+            self.notifier.stopping()
+            if self.mqtt is not None:
+                extra.append(self._close_mqtt())
+            self.close()
+            self.signals.restore()
+        return total, extra
+
+    def _all_sinks(self) -> list:
+        return self.sinks + ([self.mqtt] if self.mqtt is not None else [])
+
+    def _close_mqtt(self) -> str:
+        self.mqtt.close(CLOSE_BUDGET)
+        line = self.mqtt.summary()
+        self.mqtt = None
+        return line
+
+    def _on_frame(self, result) -> None:
+        self.notifier.watchdog()
+        if self._idle_since is not None:
+            self._idle_since = None
+            self._idle_warned = False
+            self.notifier.status(self.status_line())
+
+    def _on_idle(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        gap = now - self._idle_since
+        name = self.source.name if self.source is not None else "the source"
+        self.notifier.status(f"no frames from {name} for {int(gap // 5 * 5)} s; retrying")
+        wd = self.notifier.watchdog_interval
+        if wd and gap >= wd / 2 and not self._idle_warned:
+            self._idle_warned = True
+            log.warning("no frames from %s for %.1f s: systemd's watchdog restarts the service if none come "
+                        "within %g s", name, gap, wd)
+
+    def _reload(self) -> None:
+        self.reloads += 1
+        self.notifier.reloading()
+        if self._reload_settings is None:
+            log.warning("SIGHUP: no configuration to reload")
+        else:
+            try:
+                new = self._reload_settings()
+                changed = sorted(k for k in set(new) | set(self.settings) if new.get(k) != self.settings.get(k))
+                self.apply(new)
+            except EdgeFerError as exc:
+                if self.source is None:  # not even the previous source opens again: exit, systemd restarts us
+                    raise
+                log.error("reload failed, the running configuration stays: %s", exc)
+            else:
+                log.warning("configuration reloaded (changed: %s)", ", ".join(changed) or "nothing")
+        self.notifier.ready(self.status_line())
+
+    def close(self) -> None:
+        """MQTT first (``offline`` within the budget), then outputs, then the source."""
+        if self.mqtt is not None:
+            self.mqtt.close(CLOSE_BUDGET)
+            self.mqtt = None
+        self._close_sinks()
+        if self.source is not None:
+            self.source.close()
+            self.source = None
+        self.notifier.close()
+
+    def _close_sinks(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # closing one output must not keep the others open
+                log.error("closing output %s failed: %r", type(sink).__name__, exc)
+        self.sinks = []
+
+
+# --- the parts ----------------------------------------------------------------------------------------------------
+
+def open_source(s: Settings):
+    """(source, still) for the settings; ``loop`` wraps a file source so it starts over at its end."""
+    from .sources import ImageSource
+    from .sources import open_source as _open
+
+    spec = s["camera"] if s["camera"] is not None else s["source"]
+    if spec is None:
+        from .bench import SAMPLE_IMAGE
+
+        spec = str(SAMPLE_IMAGE)
+        print(f"no --camera or --source given: running on the shipped sample {SAMPLE_IMAGE.name}", file=sys.stderr)
+    need_color = bool(s["record"] or s["display"])
+    src = _open(spec, s["width"], s["height"], need_color=need_color)
+    still = isinstance(src, ImageSource)
+    if s["loop"]:
+        if getattr(src, "live", False):
+            src.close()
+            raise EdgeFerError(f"{s.label('loop')}: looping needs a video or image file, not {src.name}")
+        src = LoopingSource(lambda: _open(spec, s["width"], s["height"], need_color=need_color), first=src)
+    return src, still
+
+
+def make_sinks(s: Settings, source) -> list:
+    from .outputs import ConsoleSink, DisplaySink, JsonlSink, RecordSink
+
+    sinks: list = []
+    if s["output"] == "console":
+        sinks.append(ConsoleSink())
+    elif s["output"] == "jsonl":
+        sinks.append(JsonlSink())
+    if s["record"]:
+        sinks.append(RecordSink(s["record"], fps=getattr(source, "fps", 0.0) or 15.0))
+    if s["display"]:
+        sinks.append(DisplaySink())
+    return sinks
+
+
+def make_pipeline(s: Settings, classifier):
+    from .detector import DetectorConfig, FaceDetector
+    from .pipeline import Pipeline
+    from .tracker import Tracker, TrackerConfig
+
+    detector = FaceDetector(DetectorConfig(det_width=s["det_width"], min_neighbors=s["min_neighbors"],
+                                           max_faces=s["max_faces"]))
+    return Pipeline(classifier, detector, Tracker(TrackerConfig(smoothing=s["smoothing"])), s["detect_every"],
+                    s["full_detect_every"])

@@ -1,0 +1,360 @@
+"""Running as a service: systemd unit and installer, sd_notify/watchdog, signals, reload, faults, a short soak."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from service_helpers import ROOT, Broker, Subscriber, make_video, need_mosquitto, start_edge_fer, wait_until
+
+UNIT = ROOT / "systemd" / "edge-fer.service"
+INSTALL = ROOT / "systemd" / "install.sh"
+EXAMPLE = ROOT / "systemd" / "config.example.toml"
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("media") / "clip.mp4", frames=40)
+
+
+@pytest.fixture
+def edge_fer_exe(tmp_path) -> Path:
+    """An ``edge-fer`` executable for ExecStart= (the console script may not be installed here)."""
+    exe = tmp_path / "bin" / "edge-fer"
+    exe.parent.mkdir()
+    exe.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec "{shutil.which("python3") or "python3"}" '
+                   f'-m edge_fer.cli "$@"\n')
+    exe.chmod(0o755)
+    return exe
+
+
+# --- the unit and the installer --------------------------------------------------------------------------------------
+
+def verify_unit(path: Path) -> None:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed")
+    r = subprocess.run([tool, "verify", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r.stdout + r.stderr
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path, edge_fer_exe):
+    text = UNIT.read_text()
+    for directive in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "StartLimitBurst=", "NotifyAccess=main",
+                      "After=network-online.target", "Wants=network-online.target", "User=edge-fer",
+                      "SupplementaryGroups=video", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+                      "PrivateTmp=yes", "ExecReload=/bin/kill -HUP $MAINPID", "StandardError=journal",
+                      "WantedBy=multi-user.target"):
+        assert re.search(rf"^{re.escape(directive)}", text, re.M), directive
+    assert re.search(r"^ExecStart=\S+ run --config /etc/edge-fer/config.toml$", text, re.M)
+    staged = tmp_path / "edge-fer.service"  # ExecStart= must name an existing executable for verify
+    staged.write_text(re.sub(r"^ExecStart=\S+", f"ExecStart={edge_fer_exe}", text, flags=re.M))
+    verify_unit(staged)
+
+
+def tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(root)): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_install_script_is_idempotent_and_uninstalls(tmp_path, edge_fer_exe):
+    stage = tmp_path / "stage"
+    install = lambda *a: subprocess.run(["sh", str(INSTALL), "--root", str(stage), *a],  # noqa: E731
+                                        capture_output=True, text=True)
+    r = install("--exec", str(edge_fer_exe))
+    assert r.returncode == 0, r.stderr
+    unit = stage / "etc/systemd/system/edge-fer.service"
+    config = stage / "etc/edge-fer/config.toml"
+    assert f"ExecStart={edge_fer_exe} run --config /etc/edge-fer/config.toml" in unit.read_text()
+    assert config.read_bytes() == EXAMPLE.read_bytes()
+    first = tree(stage)
+    assert first["etc/edge-fer/config.toml"][1] == 0o640 and first["etc/edge-fer/environment"][1] == 0o600
+    assert first["etc/systemd/system/edge-fer.service"][1] == 0o644
+    verify_unit(unit)
+    # again: nothing changes; an edited config is kept
+    config.write_text(config.read_text() + "\ndet_width = 160\n")
+    edited = tree(stage)
+    r = install("--exec", str(edge_fer_exe))
+    assert r.returncode == 0, r.stderr
+    assert "is up to date" in r.stdout and "kept" in r.stdout
+    assert tree(stage) == edited
+    # a broken --exec is refused, nothing is touched
+    r = install("--exec", str(tmp_path / "nope"))
+    assert r.returncode == 1 and "is not an executable" in r.stderr
+    assert tree(stage) == edited
+    # uninstall keeps the config; --purge removes it
+    r = install("--uninstall")
+    assert r.returncode == 0 and not unit.exists() and config.exists()
+    r = install("--uninstall")
+    assert r.returncode == 0, "uninstalling twice is fine"
+    r = install("--uninstall", "--purge")
+    assert r.returncode == 0 and not (stage / "etc/edge-fer").exists()
+
+
+# --- sd_notify ---------------------------------------------------------------------------------------------------------
+
+class NotifySocket:
+    """A real NOTIFY_SOCKET (unix datagrams), recording (arrival time, text) of every message."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(address.replace("@", "\0", 1) if address.startswith("@") else address)
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop:
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def with_field(self, field: str, after: float = 0.0) -> list[tuple[float, str]]:
+        return [(t, m) for t, m in list(self.messages) if t >= after and field in m.split("\n")]
+
+    def wait_for(self, field: str, timeout: float = 10.0, after: float = 0.0) -> tuple[float, str]:
+        wait_until(lambda: self.with_field(field, after), timeout, f"{field} on NOTIFY_SOCKET")
+        return self.with_field(field, after)[0]
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(1)
+        self.sock.close()
+
+
+def test_notifier_abstract_socket_and_watchdog_rate():
+    from edge_fer.systemd import Notifier
+
+    name = f"@edge-fer-test-{os.getpid()}"
+    ns = NotifySocket(name)
+    try:
+        n = Notifier({"NOTIFY_SOCKET": name, "WATCHDOG_USEC": "300000", "WATCHDOG_PID": str(os.getpid())})
+        assert n.enabled and n.watchdog_interval == pytest.approx(0.3)
+        assert n.ready("up")
+        assert n.watchdog(now=100.0) and not n.watchdog(now=100.05) and n.watchdog(now=100.11)
+        assert n.status("busy") and not n.status("busy")  # the same status is not sent twice
+        n.stopping()
+        wait_until(lambda: len(ns.messages) == 5, 5, "5 datagrams")
+        texts = [m for _, m in ns.messages]
+        assert texts[0] == f"READY=1\nSTATUS=up\nMAINPID={os.getpid()}"
+        assert texts[1:] == ["WATCHDOG=1", "WATCHDOG=1", "STATUS=busy", "STOPPING=1\nSTATUS=stopping"]
+    finally:
+        ns.close()
+    assert Notifier({"NOTIFY_SOCKET": name, "WATCHDOG_USEC": "300000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+    off = Notifier({})
+    assert not off.enabled and not off.ready() and not off.watchdog()
+    gone = Notifier({"NOTIFY_SOCKET": "/nonexistent/notify"})  # a failing socket is logged, never raised
+    assert gone.enabled and not gone.ready()
+
+
+def test_ready_watchdog_and_clean_exit_on_sigint(tmp_path, video):
+    ns = NotifySocket(str(tmp_path / "notify.sock"))
+    run = start_edge_fer(tmp_path, ["--source", str(video), "--loop", "--output", "none", "--max-fps", "30"],
+                         env={"NOTIFY_SOCKET": ns.address, "WATCHDOG_USEC": "600000"})
+    try:
+        _, ready = ns.wait_for("READY=1", 20)
+        assert f"MAINPID={run.proc.pid}" in ready and "STATUS=running on" in ready
+        t_ready = time.monotonic()
+        wait_until(lambda: len(ns.with_field("WATCHDOG=1")) >= 4, 10, "4 watchdog pings")
+        pings = [t for t, _ in ns.with_field("WATCHDOG=1")]
+        assert all(b - a < 0.6 for a, b in zip(pings, pings[1:])), "fed well within WatchdogSec"
+        assert pings[0] >= t_ready - 0.5
+        rc, seconds = run.terminate(signal.SIGINT)
+        assert rc == 0, run.stderr
+        assert seconds < 3.0
+        ns.wait_for("STOPPING=1", 5)
+        assert "stopped by SIGINT" in run.stderr.strip().splitlines()[-1]
+    finally:
+        run.kill()
+        ns.close()
+
+
+class StreamServer:
+    """An HTTP 'network camera': serves an MJPEG AVI at about 30 frames per second; can go away and come back."""
+
+    def __init__(self, data: bytes, frames: int, port: int = 0):
+        self.data, self.frames, self.port = data, frames, port
+        self.httpd: ThreadingHTTPServer | None = None
+        self.up = threading.Event()
+
+    def start(self) -> StreamServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Type", "video/x-msvideo")
+                self.send_header("Content-Length", str(len(server.data)))
+                self.end_headers()
+                step = max(1, len(server.data) // server.frames)
+                try:
+                    for i in range(0, len(server.data), step):
+                        if not server.up.is_set():
+                            return  # the camera is unplugged: the connection just stops
+                        self.wfile.write(server.data[i:i + step])
+                        time.sleep(1 / 30)
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.up.set()
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.up.clear()
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
+
+
+def test_watchdog_starves_while_the_camera_is_gone_and_resumes(tmp_path):
+    """A live stream that stops: no WATCHDOG=1 (systemd would restart us), STATUS says why; it comes back: fed again."""
+    avi = make_video(tmp_path / "cam.avi", frames=150, fourcc="MJPG", fps=30)
+    server = StreamServer(avi.read_bytes(), 150).start()
+    ns = NotifySocket(str(tmp_path / "notify.sock"))
+    run = start_edge_fer(tmp_path, ["--source", f"http://127.0.0.1:{server.port}/cam.avi", "--output", "none"],
+                         env={"NOTIFY_SOCKET": ns.address, "WATCHDOG_USEC": "1500000"})
+    try:
+        ns.wait_for("READY=1", 20)
+        ns.wait_for("WATCHDOG=1", 10)
+        server.stop()
+        t_stop = time.monotonic()
+        wait_until(lambda: any(m.startswith("STATUS=no frames from") for _, m in ns.messages), 10,
+                   "STATUS=no frames")
+        time.sleep(max(0.0, t_stop + 4.0 - time.monotonic()))
+        assert run.proc.poll() is None, "the loop survives the camera going away"
+        starving = [t for t, _ in ns.with_field("WATCHDOG=1", after=t_stop + 1.5)]
+        assert not starving, "no watchdog pings while no frames come"
+        server = StreamServer(avi.read_bytes(), 150, port=server.port).start()
+        t_back = time.monotonic()
+        ns.wait_for("WATCHDOG=1", 15, after=t_back)
+        assert any(m.startswith("STATUS=running on") for t, m in ns.messages if t >= t_back)
+        rc, _ = run.terminate()
+        assert rc == 0, run.stderr
+        err = run.stderr
+        assert "read failed, retrying with backoff" in err and "frames are back" in err
+        assert err.count("systemd's watchdog restarts the service") == 1
+    finally:
+        run.kill()
+        ns.close()
+        server.stop()
+
+
+# --- SIGHUP --------------------------------------------------------------------------------------------------------------
+
+def test_sighup_reloads_the_config_and_refuses_a_bad_one(tmp_path, video):
+    need_mosquitto()
+    with Broker(tmp_path / "broker") as broker:
+        cfg = tmp_path / "config.toml"
+        def config(topic: str, top: str = "") -> str:
+            return (f'source = "{video}"\nloop = true\noutput = "none"\nmax_fps = 30.0\ndevice_id = "hup"\n{top}'
+                    f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nstate_interval = 0.5\ndiscovery = false\n'
+                    f'topic = "edge-fer/{topic}"\n')
+
+        cfg.write_text(config("hup-a"))
+        sub = Subscriber(broker.port, ["edge-fer/#"])
+        ns = NotifySocket(str(tmp_path / "notify.sock"))
+        run = start_edge_fer(tmp_path, ["--config", str(cfg)], env={"NOTIFY_SOCKET": ns.address})
+        try:
+            sub.wait_for(lambda m: m.topic == "edge-fer/hup-a/state", 20)
+            # a new topic: the old prefix goes offline, the new one online
+            cfg.write_text(config("hup-b"))
+            t_hup = time.monotonic()
+            run.proc.send_signal(signal.SIGHUP)
+            ns.wait_for("RELOADING=1", 10, after=t_hup)
+            ns.wait_for("READY=1", 10, after=t_hup)
+            assert sub.wait_for(lambda m: m.topic == "edge-fer/hup-a/availability" and m.at >= t_hup).text == "offline"
+            sub.wait_for(lambda m: m.topic == "edge-fer/hup-b/availability" and m.text == "online")
+            sub.wait_for(lambda m: m.topic == "edge-fer/hup-b/state")
+            # a bad file is refused with one line; the loop goes on with the running configuration
+            cfg.write_text(config("hup-b", "det_width = -1\n"))
+            run.proc.send_signal(signal.SIGHUP)
+            run.wait_stderr("reload failed, the running configuration stays", 10)
+            mark = len(sub.messages)
+            sub.wait_for(lambda m: m.topic == "edge-fer/hup-b/state", 10, after=mark)
+            # a change that does not touch MQTT keeps the connection: no offline blip
+            cfg.write_text(config("hup-b", "det_width = 160\n"))
+            mark = len(sub.messages)
+            run.proc.send_signal(signal.SIGHUP)
+            run.wait_stderr("configuration reloaded (changed: det_width)", 10)
+            sub.wait_for(lambda m: m.topic == "edge-fer/hup-b/state", 10, after=mark)
+            assert not [m for m in sub.messages[mark:] if m.topic.endswith("/availability")]
+            assert run.proc.poll() is None
+            rc, _ = run.terminate()
+            assert rc == 0, run.stderr
+            assert sub.wait_for(lambda m: m.topic == "edge-fer/hup-b/availability", 5, after=mark).text == "offline"
+            err = run.stderr
+            assert len([ln for ln in err.splitlines() if "reload failed" in ln]) == 1
+            assert "det_width: must be an integer >= 0, got -1" in err
+        finally:
+            run.kill()
+            sub.close()
+            ns.close()
+
+
+# --- faults inside the loop ------------------------------------------------------------------------------------------
+
+def test_a_failing_output_does_not_end_the_loop(video, caplog):
+    """A sink that raises (here: JSON lines to a closed stream) is logged once; every frame is still processed."""
+    from edge_fer.classifier import load_classifier
+    from edge_fer.config import resolve
+    from edge_fer.outputs import JsonlSink
+    from edge_fer.runner import run_loop
+    from edge_fer.service import make_pipeline, open_source
+
+    settings = resolve({"source": str(video), "loop": True}, {})
+    source, still = open_source(settings)
+    stream = io.StringIO()
+    stream.close()
+    try:
+        summary = run_loop(source, make_pipeline(settings, load_classifier(None)), [JsonlSink(stream)],
+                           max_frames=100, still=still)
+    finally:
+        source.close()
+    assert summary.frames == 100, "the loop went on and looped the 40-frame clip"
+    failures = [r for r in caplog.records if "output JsonlSink failed" in r.getMessage()]
+    assert len(failures) == 1
+
+
+# --- soak ----------------------------------------------------------------------------------------------------------------
+
+def test_short_soak_memory_and_latency_stay_flat(tmp_path):
+    """A few thousand frames through the service path; the 20,000-frame run is scripts/soak.py."""
+    spec = importlib.util.spec_from_file_location("soak", ROOT / "scripts" / "soak.py")
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    clip = make_video(tmp_path / "soak.mp4", frames=60, size=(320, 240))
+    result = soak.soak(clip, frames=2000, warmup=300, window=500, sample=100)
+    print(result)
+    assert result["frames"] == 2000
+    assert result["rss_mb"]["growth"] < 8.0, result["rss_mb"]
+    # not a speed test: only a gross per-frame slowdown (something growing per frame) fails it
+    assert result["latency_ms"]["ratio_p50"] < 3.0, result["latency_ms"]
