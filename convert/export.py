@@ -28,7 +28,7 @@ from training.tf_env import keras, tf
 
 from . import INTEGER_FORMATS
 from .edgetpu import CompileResult, OpCheck, check_ops, compile_model, find_compiler, missing_compiler_message
-from .tflite import calibration_faces, input_size, to_tflite
+from .tflite import calibration_faces, input_size, strip_softmax, to_tflite
 from .verify import Reference, Verification, reference, verify
 
 
@@ -105,7 +105,8 @@ def export(model: keras.Model, splits: Splits, out_dir: Path, name: str, formats
     ``limit`` caps the val and test faces; ``flip_average=None`` lets val decide mirror averaging.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = ModelMetadata(labels=FER2013_LABELS, input_size=input_size(model), scaling=scaling, source=source)
+    meta = ModelMetadata(labels=FER2013_LABELS, input_size=input_size(model), scaling=scaling, source=source,
+                         output="logits" if strip_softmax(model)[1] else "probabilities")
     calibration = (calibration_faces(splits.train, calibration_samples)
                    if set(formats) & set(INTEGER_FORMATS) else None)
     references = {name: reference(model, faces if not limit else
@@ -140,7 +141,8 @@ class _Job:
 
     def convert(self, fmt: str, path: Path, flip_average: bool | None, batch_size: int | None = None) -> Exported:
         """Write ``path``, verify it, then write its metadata (figures folded in) and its ``.verify.json``."""
-        path.write_bytes(to_tflite(self.model, fmt, self.calibration, self.meta.scaling, batch_size))
+        path.write_bytes(to_tflite(self.model, fmt, self.calibration, self.meta.scaling, batch_size,
+                                   logits=self.meta.output == "logits"))
         extra: dict[str, Any] = {"batch": batch_size or "dynamic", "converter": f"tensorflow {tf.__version__}"}
         if fmt in INTEGER_FORMATS:
             extra["calibration"] = {"split": "train", "samples": len(self.calibration), "stratified": True}

@@ -68,14 +68,32 @@ def calibration_faces(train: LabeledFaces, n: int, seed: int = 0) -> np.ndarray:
     return train.x[rng.permutation(chosen)]
 
 
+def strip_softmax(model: keras.Model) -> tuple[keras.Model, bool]:
+    """The model without its final Softmax layer, and whether there was one to strip.
+
+    The device applies the softmax in numpy instead (7 numbers per face, nothing to save).
+    Two reasons: TFLite's int8 SOFTMAX is the one op XNNPACK does not run, and it is compiled
+    differently on aarch64 (a uint16 lookup table) than on x86, so with it a Pi's outputs
+    differ from the workstation's by 1 LSB; without it they are bit-identical (scripts/pi-check).
+    And the int8 logits keep more resolution than int8 probabilities in steps of 1/256.
+    """
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return keras.Model(model.inputs, last.input, name=model.name), True
+    return model, False
+
+
 def to_tflite(model: keras.Model, fmt: str, calibration: np.ndarray | None = None,
-              scaling: Scaling = DEFAULT_SCALING, batch_size: int | None = None) -> bytes:
+              scaling: Scaling = DEFAULT_SCALING, batch_size: int | None = None, logits: bool = False) -> bytes:
     """Convert ``model`` to ``fmt`` (see :data:`FORMATS`); ``calibration`` are uint8 faces ``(n, h, w)``.
 
     ``batch_size=None`` keeps the batch dynamic; 1 gives the static shape the Edge TPU needs.
+    ``logits=True`` drops a final Softmax layer (see :func:`strip_softmax`).
     """
     if fmt not in FORMATS:
         raise ModelError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
+    if logits:
+        model, _ = strip_softmax(model)
     if batch_size is not None:
         fixed = keras.Input(model.input_shape[1:], batch_size=batch_size)
         model = keras.Model(fixed, model(fixed), name=model.name)

@@ -49,8 +49,12 @@ def _quant_of(detail: dict) -> _Quant:
     return _Quant(float(scale), int(zero_point), np.dtype(detail["dtype"]))
 
 
-class TFLiteClassifier:
-    """A TFLite model: float32, int8 or uint8 input/output, read from the tensors' quantization."""
+class TFLiteModel:
+    """A TFLite model of gray faces: float32, int8 or uint8 input/output, read from the tensors' quantization.
+
+    Pixels go in through one lookup table and output rows come back dequantized; the emotion
+    classifier below is one such model, the GA+RF classifier's feature extractor another.
+    """
 
     def __init__(self, model_path: str | Path | None = None, num_threads: int | None = None,
                  edgetpu: bool = False, metadata: ModelMetadata | None = None):
@@ -58,7 +62,6 @@ class TFLiteClassifier:
         self.metadata = metadata or load_metadata(self.model_path)
         self.interpreter, backend = make_interpreter(self.model_path, num_threads, edgetpu)
         self.backend = backend.name + ("+edgetpu" if edgetpu else "")
-        self.labels = self.metadata.labels
         inp = self.interpreter.get_input_details()
         out = self.interpreter.get_output_details()
         if len(inp) != 1 or len(out) != 1:
@@ -72,16 +75,13 @@ class TFLiteClassifier:
         if tuple(self.metadata.input_size) != self.input_size:
             raise ModelError(f"{self.model_path}: model input is {self.input_size[0]}x{self.input_size[1]} but its "
                              f"metadata says {self.metadata.input_size[0]}x{self.metadata.input_size[1]}")
-        n_out = int(self._out["shape"][-1])
-        if n_out != len(self.labels):
-            raise ModelError(f"{self.model_path}: model outputs {n_out} classes but its labels list "
-                             f"{len(self.labels)} ({', '.join(self.labels)})")
+        self.n_outputs = int(self._out["shape"][-1])
         signature = self._in.get("shape_signature", shape)
         self.batchable = len(signature) > 0 and int(signature[0]) == -1
         self._in_q, self._out_q = _quant_of(self._in), _quant_of(self._out)
         self._lut = self._input_lut()
         self._batch = int(shape[0])
-        self.predict(np.zeros((1, *self.input_size), np.uint8))  # warm-up: first invoke pays one-off costs
+        self.outputs(np.zeros((1, *self.input_size), np.uint8))  # warm-up: first invoke pays one-off costs
         log.info("model %s on %s (%s in, %s out, batch %s)", self.model_path.name, self.backend,
                  self._in_q.dtype, self._out_q.dtype, "dynamic" if self.batchable else self._batch)
 
@@ -108,35 +108,71 @@ class TFLiteClassifier:
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._out["index"])
 
-    def predict(self, faces: np.ndarray) -> np.ndarray:
-        """Probabilities for a uint8 batch ``(n, h, w)``; one invoke per batch when the model allows it."""
-        n = len(faces)
-        if n == 0:
-            return np.zeros((0, len(self.labels)), np.float32)
-        if self.metadata.flip_average:  # mirrors ride in the same invoke
-            faces = np.concatenate([faces, faces[:, :, ::-1]])
+    def outputs(self, faces: np.ndarray) -> np.ndarray:
+        """Dequantized float32 output rows for a uint8 batch ``(n, h, w)``; one invoke per batch when allowed."""
+        if len(faces) == 0:
+            return np.zeros((0, self.n_outputs), np.float32)
         x = self._lut[faces][..., None]
         if self.batchable:
             self._set_batch(len(x))
             raw = self._invoke(x)
         else:
             raw = np.concatenate([self._invoke(x[i : i + 1]) for i in range(len(x))])
-        probs = self._dequantize(raw)
-        return (probs[:n] + probs[n:]) / 2 if self.metadata.flip_average else probs
-
-    def _dequantize(self, raw: np.ndarray) -> np.ndarray:
         q = self._out_q
-        probs = (raw.astype(np.float32) - q.zero_point) * q.scale if q.quantized else raw.astype(np.float32)
-        probs = np.maximum(probs, 0.0)
-        total = probs.sum(axis=1, keepdims=True)
-        return np.where(total > 0, probs / np.where(total > 0, total, 1), 1.0 / probs.shape[1])
+        return (raw.astype(np.float32) - q.zero_point) * q.scale if q.quantized else raw.astype(np.float32)
 
     @property
     def size_bytes(self) -> int:
         return self.model_path.stat().st_size
 
 
-CLASSIFIERS: dict[str, Callable[..., Classifier]] = {"tflite": TFLiteClassifier}
+class TFLiteClassifier(TFLiteModel):
+    """A TFLite emotion model: one output per label, probabilities or logits (as its metadata says)."""
+
+    def __init__(self, model_path: str | Path | None = None, num_threads: int | None = None,
+                 edgetpu: bool = False, metadata: ModelMetadata | None = None):
+        super().__init__(model_path, num_threads, edgetpu, metadata)
+        self.labels = self.metadata.labels
+        if self.n_outputs != len(self.labels):
+            raise ModelError(f"{self.model_path}: model outputs {self.n_outputs} classes but its labels list "
+                             f"{len(self.labels)} ({', '.join(self.labels)})")
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        """Probabilities for a uint8 batch ``(n, h, w)``; one invoke per batch when the model allows it."""
+        n = len(faces)
+        if self.metadata.flip_average:  # mirrors ride in the same invoke
+            faces = np.concatenate([faces, faces[:, :, ::-1]])
+        scores = self.outputs(faces)
+        probs = _softmax(scores) if self.metadata.output == "logits" else _normalize(scores)
+        return (probs[:n] + probs[n:]) / 2 if self.metadata.flip_average else probs
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _normalize(scores: np.ndarray) -> np.ndarray:
+    """Rows of non-negative scores summing to 1 (uniform where a row has nothing positive)."""
+    probs = np.maximum(scores, 0.0)
+    total = probs.sum(axis=1, keepdims=True)
+    return np.where(total > 0, probs / np.where(total > 0, total, 1), 1.0 / probs.shape[1])
+
+
+def _ga_rf(*args, **kwargs) -> Classifier:
+    from .garf import GARFClassifier  # imported on use: it needs scikit-learn, an optional extra
+
+    return GARFClassifier(*args, **kwargs)
+
+
+def _ensemble(*args, **kwargs) -> Classifier:
+    from .ensemble import EnsembleClassifier  # imported on use, like the other kinds beyond plain TFLite
+
+    return EnsembleClassifier(*args, **kwargs)
+
+
+CLASSIFIERS: dict[str, Callable[..., Classifier]] = {"tflite": TFLiteClassifier, "ga-rf": _ga_rf,
+                                                     "ensemble": _ensemble}
 
 
 def load_classifier(model_path: str | Path | None = None, num_threads: int | None = None,

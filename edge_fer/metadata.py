@@ -29,6 +29,7 @@ class ModelMetadata:
     face_margin: float = DEFAULT_MARGIN
     kind: str = "tflite"  # which classifier backend loads the model
     flip_average: bool = False  # average each face with its mirror image (chosen on val at conversion)
+    output: str = "probabilities"  # or "logits": the softmax runs in numpy on the device (see convert.tflite)
     quantization: str = "float32"
     sha256: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -52,11 +53,14 @@ class ModelMetadata:
             raise ModelError(f"{where}: malformed metadata ({exc!r})") from None
         if not labels:
             raise ModelError(f"{where}: 'labels' is empty")
+        output = str(d.get("output", "probabilities"))
+        if output not in ("probabilities", "logits"):
+            raise ModelError(f"{where}: 'output' must be 'probabilities' or 'logits', not {output!r}")
         if scaling.std == 0:
             raise ModelError(f"{where}: scaling std must not be 0")
         return cls(labels=labels, input_size=(h, w), scaling=scaling,
                    face_margin=float(d.get("face_margin", DEFAULT_MARGIN)), kind=str(d.get("kind", "tflite")),
-                   flip_average=bool(d.get("flip_average", False)),
+                   flip_average=bool(d.get("flip_average", False)), output=output,
                    quantization=str(d.get("quantization", "unknown")), sha256=d.get("sha256"),
                    metrics=dict(d.get("metrics", {})), source=dict(d.get("source", {})),
                    extra=dict(d.get("extra", {})))

@@ -140,3 +140,19 @@ def test_flip_average_is_symmetric(tmp_path):
     plain = load_classifier(FIXTURES / "tiny_int8.tflite")
     expected = (plain.predict(faces) + plain.predict(faces[:, :, ::-1])) / 2
     np.testing.assert_allclose(clf.predict(faces), expected, atol=1e-6)
+
+
+def test_logits_models_get_their_softmax_on_the_device(tmp_path):
+    model = _copy_model(tmp_path, FIXTURES / "tiny_float32.tflite")
+    meta = load_metadata(model)
+    meta.output = "logits"
+    save_metadata(model, meta)
+    clf = load_classifier(model)
+    faces = np.random.default_rng(3).integers(0, 256, (2, 48, 48), dtype=np.uint8)
+    raw = clf.outputs(faces)
+    expected = np.exp(raw) / np.exp(raw).sum(1, keepdims=True)
+    np.testing.assert_allclose(clf.predict(faces), expected, rtol=1e-5)
+    meta.output = "scores"
+    save_metadata(model, meta)
+    with pytest.raises(ModelError, match="'output' must be"):
+        load_classifier(model)

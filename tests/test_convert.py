@@ -89,6 +89,10 @@ def test_converted_model_runs_on_the_device_path(exported, data, fmt):
     assert (probs.argmax(1) == keras_pred).mean() >= 0.95
     in_dtype = clf.interpreter.get_input_details()[0]["dtype"]
     assert np.dtype(in_dtype) == {"int8": np.int8, "uint8": np.uint8}.get(fmt, np.float32)
+    # The final Softmax is left to the device (bit-identical outputs on aarch64 and x86).
+    assert clf.metadata.output == "logits"
+    if fmt in ("int8", "uint8"):
+        assert "SOFTMAX" not in check_ops(result.path).ops
 
 
 def test_metadata_and_verify_report_carry_the_figures(exported):

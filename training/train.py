@@ -2,6 +2,9 @@
 
     python -m training train --data ../shared/data/fer2013.npz --arch edge-cnn --out runs/edge-cnn
 
+``--config best_config.json`` (written by ``python -m training tune``) sets the architecture,
+its hyperparameters and the learning rate; flags given on the command line win over it.
+
 The run folder holds ``model.keras`` (best on val), ``model.h5``, ``last.keras`` (for
 ``--resume``), ``history.csv``, ``curves.png``, ``confusion_matrix.png``,
 ``classification_report.txt`` and ``metrics.json``.
@@ -31,8 +34,12 @@ NEEDS_ONEDNN_OFF = {"mini-xception"}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="FER2013 .npz, CSV (emotion,pixels,Usage) or image folder")
-    p.add_argument("--arch", default="edge-cnn", help="edge-cnn (default), seed-cnn or mini-xception")
+    p.add_argument("--arch", default=None, help="edge-cnn (default), seed-cnn or mini-xception")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="hyperparameters from 'python -m training tune' (its best_config.json)")
     p.add_argument("--width", type=int, default=None, help="edge-cnn base width (default 24)")
+    p.add_argument("--activation", choices=("relu", "leaky_relu"), default=None,
+                   help="edge-cnn/seed-cnn activation (default relu; LEAKY_RELU does not map to the Edge TPU)")
     p.add_argument("--out", required=True, type=Path, help="run folder (created)")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=128)
@@ -52,14 +59,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from .tune import TunedConfig  # no TensorFlow: the architecture must be known before it loads
+
+    config = TunedConfig.read(args.config) if args.config else None
+    if config and args.arch and args.arch != config.arch:
+        raise EdgeFerError(f"--arch {args.arch} differs from the {config.arch} tuned in {args.config}")
+    args.arch = args.arch or (config.arch if config else "edge-cnn")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0" if args.arch in NEEDS_ONEDNN_OFF else "1")
     from .data import class_weights, ferplus_targets, load_splits
-    from .models import ARCHITECTURES, build
+    from .models import ARCHITECTURES, build, hyperparameters
     from .reports import write_reports
-    from .tf_env import keras, tf
+    from .tf_env import keras
 
     if args.arch not in ARCHITECTURES:
         raise EdgeFerError(f"unknown architecture {args.arch!r}: choose from {', '.join(ARCHITECTURES)}")
+    hp = dict(config.model) if config else {}
+    if args.arch == "edge-cnn":
+        hp["width"] = args.width or hp.get("width", 24)
+    if args.activation:
+        hp["activation"] = args.activation
+    unknown = sorted(set(hp) - set(hyperparameters(args.arch)))
+    if unknown:
+        raise EdgeFerError(f"{args.arch} has no hyperparameter {', '.join(unknown)} "
+                           f"(it takes {', '.join(hyperparameters(args.arch))})")
+    lr = args.lr or (config.lr if config else None) or (1e-4 if args.arch == "seed-cnn" else 1e-3)
     if args.resume and not (args.out / "last.keras").exists():
         raise EdgeFerError(f"--resume: no checkpoint {args.out / 'last.keras'}")
     keras.utils.set_random_seed(args.seed)
@@ -82,22 +105,8 @@ def run(args: argparse.Namespace) -> dict:
     sample_w = (class_weights(train.y, n_classes, args.class_weights)[train.y] if args.class_weights
                 else np.ones(len(train), np.float32))
 
-    augment = keras.Sequential([
-        keras.layers.RandomFlip("horizontal"),
-        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
-        keras.layers.RandomRotation(0.04, fill_mode="nearest"),  # +-15 degrees
-        keras.layers.RandomZoom(0.1, fill_mode="nearest"),
-        keras.layers.RandomBrightness(0.2, value_range=(0.0, 1.0)),
-        keras.layers.RandomContrast(0.3),
-    ], name="augment")
-    ds = (tf.data.Dataset.from_tensor_slices((x_train, y_train, sample_w))
-          .shuffle(len(x_train), seed=args.seed, reshuffle_each_iteration=True)
-          .batch(args.batch_size))
-    if not args.no_augment:
-        ds = ds.map(lambda x, y, w: (tf.clip_by_value(augment(x, training=True), 0.0, 1.0), y, w),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(512)
+    ds, val_ds = make_datasets(x_train, y_train, sample_w, x_val, y_val, args.batch_size, args.seed,
+                               augment=not args.no_augment)
 
     args.out.mkdir(parents=True, exist_ok=True)
     history_csv = args.out / "history.csv"
@@ -108,11 +117,7 @@ def run(args: argparse.Namespace) -> dict:
             initial_epoch = sum(1 for _ in f) - 1
         print(f"resuming {args.out} at epoch {initial_epoch + 1}", file=sys.stderr)
     else:
-        kwargs = {"width": args.width} if args.width and args.arch == "edge-cnn" else {}
-        if args.arch == "edge-cnn" and "width" not in kwargs:
-            kwargs["width"] = 24
-        model = build(args.arch, x_train.shape[1:], n_classes, **kwargs)
-        lr = args.lr or (1e-4 if args.arch == "seed-cnn" else 1e-3)
+        model = build(args.arch, x_train.shape[1:], n_classes, **hp)
         model.compile(optimizer=keras.optimizers.Adam(lr),
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
                       metrics=["accuracy"])
@@ -151,13 +156,38 @@ def run(args: argparse.Namespace) -> dict:
                "scaling": DEFAULT_SCALING.to_dict(), "input_size": list(x_train.shape[1:3]),
                "ferplus_mix": args.ferplus_mix if args.ferplus else 0.0,
                "label_smoothing": args.label_smoothing, "class_weights_power": args.class_weights,
-               "augment": not args.no_augment},
+               "augment": not args.no_augment, "hyperparameters": {**hp, "lr": lr}},
         history=history)
     line = f"val acc {metrics['val']['accuracy']:.4f}"
     if "test" in metrics:
         line += f", test acc {metrics['test']['accuracy']:.4f} (macro-F1 {metrics['test']['macro_f1']:.4f})"
     print(f"{args.out}: {line}")
     return metrics
+
+
+def make_datasets(x_train: np.ndarray, y_train: np.ndarray, sample_w: np.ndarray, x_val: np.ndarray,
+                  y_val: np.ndarray, batch_size: int, seed: int, augment: bool = True):
+    """The training pipeline (shuffle, batch, augment on the fly, prefetch) and the val batches.
+
+    The tuner trains through the same pipeline, so a tuned configuration means the same thing here.
+    """
+    from .tf_env import keras, tf
+
+    augmenter = keras.Sequential([
+        keras.layers.RandomFlip("horizontal"),
+        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
+        keras.layers.RandomRotation(0.04, fill_mode="nearest"),  # +-15 degrees
+        keras.layers.RandomZoom(0.1, fill_mode="nearest"),
+        keras.layers.RandomBrightness(0.2, value_range=(0.0, 1.0)),
+        keras.layers.RandomContrast(0.3),
+    ], name="augment")
+    ds = (tf.data.Dataset.from_tensor_slices((x_train, y_train, sample_w))
+          .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
+          .batch(batch_size))
+    if augment:
+        ds = ds.map(lambda x, y, w: (tf.clip_by_value(augmenter(x, training=True), 0.0, 1.0), y, w),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE), tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(512)
 
 
 class _TimeBudget:

@@ -1,0 +1,264 @@
+"""Hyperparameter search with Keras Tuner: RandomSearch or Hyperband over one architecture.
+
+    python -m training tune --data ../shared/data/fer2013.npz --arch edge-cnn --out runs/tune-edge-cnn
+    python -m training train --data ../shared/data/fer2013.npz --config runs/tune-edge-cnn/best_config.json \\
+        --out runs/edge-cnn-tuned
+
+The objective is val accuracy (val = PublicTest; test is never seen here). Every trial trains
+through the trainer's own pipeline (augmentation included) on a fixed random sample of train,
+so trials differ only in their hyperparameters. OUT gets:
+
+  search/           Keras Tuner's state and trial folders; the same command again resumes
+                    (finished trials are kept; a larger --trials or --max-minutes goes on)
+  trials.csv        every trial: status, val accuracy, epochs, hyperparameters
+  best_config.json  the best trial, in the form ``train --config`` reads
+  search.json       what was searched (space, fixed values, budget) and how long it took
+
+Cost on 2 CPU cores: an edge-cnn epoch costs about 5.6 ms per training face at width 24
+(measured: 161 s for FER2013's 28.7k faces), times (width / 24)^2 for other widths. The
+default budget (8 trials x 5 epochs on 6000 faces, cut at 40 minutes) is therefore about
+25 minutes for edge-cnn: enough to rank configurations, not to train them; retrain the best
+with ``train --config``. seed-cnn is about 4x slower per face, so give it --max-minutes.
+On a GPU machine see docs/ensembles.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_fer.errors import EdgeFerError
+from edge_fer.labels import FER2013_LABELS
+from edge_fer.preprocess import DEFAULT_SCALING, scale_pixels
+
+CONFIG_FORMAT = "edge-fer-train-config/1"
+ALGORITHMS = ("random", "hyperband")
+# Choices per hyperparameter; "lr" is Adam's learning rate, the rest are the architecture's keyword arguments.
+SPACES: dict[str, dict[str, list]] = {
+    "edge-cnn": {"width": [16, 24, 32], "kernel": [3, 5], "dropout": [0.1, 0.2, 0.3, 0.4, 0.5],
+                 "l2": [0.0, 1e-5, 1e-4, 1e-3], "lr": [3e-4, 1e-3, 3e-3]},
+    "seed-cnn": {"filters": [32, 64], "kernel": [3, 5], "wide_kernel": [3, 5], "dropout": [0.1, 0.25, 0.4],
+                 "l2": [0.0, 1e-5, 1e-4, 1e-3], "lr": [3e-5, 1e-4, 3e-4]},
+    "mini-xception": {"l2": [1e-3, 3e-3, 1e-2, 3e-2], "lr": [3e-4, 1e-3, 3e-3]},
+}
+HAS_ACTIVATION = {"edge-cnn", "seed-cnn"}
+
+
+@dataclass
+class TunedConfig:
+    """A configuration for ``train --config``: architecture, its keyword arguments, learning rate."""
+
+    arch: str
+    model: dict[str, Any]
+    lr: float
+    val_accuracy: float | None = None
+    search: dict[str, Any] = field(default_factory=dict)  # where it came from: algorithm, trial, budget
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps({"format": CONFIG_FORMAT, **asdict(self)}, indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> "TunedConfig":
+        try:
+            raw = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise EdgeFerError(f"config not found: {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EdgeFerError(f"cannot read config {path}: {exc}") from None
+        ok = (isinstance(raw, dict) and raw.get("format") == CONFIG_FORMAT and isinstance(raw.get("arch"), str)
+              and isinstance(raw.get("model"), dict) and isinstance(raw.get("lr"), (int, float)) and raw["lr"] > 0)
+        if not ok:
+            raise EdgeFerError(f"{path} is not a tuned config ({CONFIG_FORMAT} with arch, model and a positive lr)")
+        return cls(raw["arch"], raw["model"], float(raw["lr"]), raw.get("val_accuracy"), raw.get("search", {}))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="FER2013 .npz, CSV (emotion,pixels,Usage) or image folder")
+    p.add_argument("--arch", default="edge-cnn", choices=tuple(SPACES), help="architecture to tune (default edge-cnn)")
+    p.add_argument("--out", required=True, type=Path, help="search folder (created; resumed when it exists)")
+    p.add_argument("--algorithm", default="random", choices=ALGORITHMS,
+                   help="random: --trials configurations of --epochs each; hyperband: successive halving up to "
+                        "--epochs per configuration, at most --trials trials (default random)")
+    p.add_argument("--activation", default=None, choices=("relu", "leaky_relu"),
+                   help="fixed for the whole search (edge-cnn, seed-cnn; default relu)")
+    p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                   help="fix a hyperparameter instead of searching it, e.g. --fix width=24 (repeatable)")
+    b = p.add_argument_group("budget (a search stops at whichever comes first)")
+    b.add_argument("--trials", type=int, default=8, help="trials in all, resumed ones included (default 8)")
+    b.add_argument("--epochs", type=int, default=5, help="epochs per trial (hyperband: at most; default 5)")
+    b.add_argument("--max-minutes", type=float, default=40.0,
+                   help="no new trial starts, and the running one stops, after this wall time (default 40)")
+    b.add_argument("--train-samples", type=int, default=6000,
+                   help="random training faces every trial fits on (default 6000; 0 = all)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--overwrite", action="store_true", help="discard a previous search in OUT instead of resuming")
+    p.add_argument("--seed", type=int, default=1234, help="seeds the sample, the search and the weights")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 0 none, 1 bar, 2 line")
+
+
+@dataclass
+class SearchResult:
+    best: TunedConfig
+    trials: list[dict[str, Any]]  # the rows of trials.csv
+    wall_time_s: float
+
+
+def run(args: argparse.Namespace) -> SearchResult:
+    """Check the request (before TensorFlow loads), search, and write the result files."""
+    fixed = _fixed(args)
+    budget = {"trials": args.trials, "epochs": args.epochs, "max_minutes": args.max_minutes,
+              "train_samples": args.train_samples}
+    if min(args.trials, args.epochs) < 1 or args.max_minutes <= 0 or args.train_samples < 0:
+        raise EdgeFerError("--trials and --epochs must be at least 1, --max-minutes positive, --train-samples >= 0")
+    request = {"arch": args.arch, "algorithm": args.algorithm, "fixed": fixed, "space": SPACES[args.arch],
+               "seed": args.seed, "data": str(args.data), "train_samples": args.train_samples}
+    _check_resumable(args.out, request, args.overwrite)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "search.json").write_text(json.dumps({"request": request}, indent=2) + "\n")  # for a resume
+    from .train import NEEDS_ONEDNN_OFF
+
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0" if args.arch in NEEDS_ONEDNN_OFF else "1")
+    return _search(args, request, budget)
+
+
+def _fixed(args: argparse.Namespace) -> dict[str, Any]:
+    """``--fix`` and ``--activation`` as ``{name: value}``, checked against the architecture's space."""
+    fixed: dict[str, Any] = {}
+    for item in args.fix:
+        name, sep, text = item.partition("=")
+        if not sep or name not in SPACES[args.arch]:
+            raise EdgeFerError(f"--fix {item}: expected NAME=VALUE with NAME one of {', '.join(SPACES[args.arch])}")
+        try:
+            fixed[name] = json.loads(text)
+        except json.JSONDecodeError:
+            fixed[name] = text
+    if args.activation:
+        if args.arch not in HAS_ACTIVATION:
+            raise EdgeFerError(f"{args.arch} has no activation option (only {', '.join(sorted(HAS_ACTIVATION))})")
+        fixed["activation"] = args.activation
+    return fixed
+
+
+def _check_resumable(out: Path, request: dict[str, Any], overwrite: bool) -> None:
+    """A search resumes only the same request: another arch, algorithm or space would mix incomparable trials."""
+    path = out / "search.json"
+    if overwrite or not path.exists():
+        return
+    try:
+        previous = json.loads(path.read_text()).get("request", {})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise EdgeFerError(f"cannot read {path} ({exc}): pass --overwrite to start afresh") from None
+    changed = sorted(k for k in request if previous.get(k) != request[k])
+    if changed:
+        raise EdgeFerError(f"{out} holds a different search ({', '.join(changed)} changed): "
+                           f"pass --overwrite to discard it or choose another --out")
+
+
+def _search(args: argparse.Namespace, request: dict[str, Any], budget: dict[str, Any]) -> SearchResult:
+    from .tf_env import keras  # before keras_tuner, which imports TensorFlow itself
+
+    try:
+        import keras_tuner as kt
+    except ImportError:
+        raise EdgeFerError("the search needs keras-tuner: pip install 'edge-fer[train]'") from None
+    from .data import load_splits
+    from .models import build
+    from .train import make_datasets
+
+    keras.utils.set_random_seed(args.seed)
+    splits = load_splits(args.data, seed=args.seed)
+    train = splits.train
+    if args.train_samples and args.train_samples < len(train):
+        idx = np.sort(np.random.default_rng(args.seed).choice(len(train), args.train_samples, replace=False))
+        train.x, train.y = train.x[idx], train.y[idx]
+    n_classes = len(FER2013_LABELS)
+    x_train = scale_pixels(train.x, DEFAULT_SCALING)[..., None]
+    eye = np.eye(n_classes, dtype=np.float32)
+    ds, val_ds = make_datasets(x_train, eye[train.y], np.ones(len(train), np.float32),
+                               scale_pixels(splits.val.x, DEFAULT_SCALING)[..., None], eye[splits.val.y],
+                               args.batch_size, args.seed)
+
+    space = SPACES[args.arch]
+    hps = kt.HyperParameters()
+    for name, value in request["fixed"].items():
+        hps.Fixed(name, value)
+
+    def build_model(hp: kt.HyperParameters) -> keras.Model:
+        values = {name: hp.Choice(name, choices) for name, choices in space.items()}
+        if "activation" in request["fixed"]:
+            values["activation"] = hp.get("activation")
+        lr = values.pop("lr")
+        model = build(args.arch, x_train.shape[1:], n_classes, **values)
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    common = dict(objective="val_accuracy", hyperparameters=hps, seed=args.seed, directory=str(args.out),
+                  project_name="search", overwrite=args.overwrite)
+    if args.algorithm == "random":
+        tuner = kt.RandomSearch(build_model, max_trials=args.trials, **common)
+    else:
+        tuner = kt.Hyperband(build_model, max_epochs=args.epochs, factor=3, **common)
+        tuner.oracle.max_trials = args.trials
+    started = time.time()
+    deadline = started + args.max_minutes * 60
+    try:
+        tuner.search(ds, validation_data=val_ds, epochs=args.epochs, verbose=args.verbose,
+                     callbacks=[_deadline_callback(tuner.oracle, deadline)])
+    except RuntimeError as exc:  # Keras Tuner gives up after 3 failed trials in a row
+        last = [line for line in str(exc).splitlines() if line.strip()]
+        raise EdgeFerError(f"the search failed: {last[-1] if last else exc}") from None
+    wall = time.time() - started
+    return _write_results(args, tuner.oracle, request, budget, wall)
+
+
+def _deadline_callback(oracle, deadline: float):
+    """After ``deadline``: stop the running trial at its epoch's end and let no new trial start."""
+    from .tf_env import keras
+
+    class Deadline(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if time.time() > deadline:
+                self.model.stop_training = True
+                oracle.max_trials = len(oracle.trials)
+
+    return Deadline()
+
+
+def _write_results(args: argparse.Namespace, oracle, request: dict[str, Any], budget: dict[str, Any],
+                   wall: float) -> SearchResult:
+    rows = []
+    for trial_id in oracle.start_order:
+        trial = oracle.trials[trial_id]
+        values = trial.hyperparameters.values
+        rows.append({"trial": trial_id, "status": trial.status, "val_accuracy": trial.score,
+                     "epochs": values.get("tuner/epochs", args.epochs),
+                     **{k: v for k, v in values.items() if not k.startswith("tuner/")}})
+    best_trials = oracle.get_best_trials(1)
+    if not best_trials or best_trials[0].score is None:
+        raise EdgeFerError(f"no trial of the search in {args.out} finished (see {args.out / 'search'})")
+    top = best_trials[0]
+    model = {k: v for k, v in top.hyperparameters.values.items() if not k.startswith("tuner/")}
+    lr = model.pop("lr")
+    best = TunedConfig(args.arch, model, lr, float(top.score),
+                       {"algorithm": args.algorithm, "trial": top.trial_id, "trials": len(rows), **budget})
+    best.write(args.out / "best_config.json")
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with open(args.out / "trials.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    (args.out / "search.json").write_text(json.dumps(
+        {"request": request, "budget": budget, "wall_time_s": round(wall, 1), "trials": len(rows),
+         "best": asdict(best)}, indent=2) + "\n")
+    print(f"{args.out}: best val acc {best.val_accuracy:.4f} of {len(rows)} trials ({wall / 60:.1f} min): "
+          f"{json.dumps({**model, 'lr': lr})}", file=sys.stderr)
+    return SearchResult(best, rows, wall)
