@@ -356,5 +356,8 @@ def test_short_soak_memory_and_latency_stay_flat(tmp_path):
     print(result)
     assert result["frames"] == 2000
     assert result["rss_mb"]["growth"] < 8.0, result["rss_mb"]
-    # not a speed test: only a gross per-frame slowdown (something growing per frame) fails it
-    assert result["latency_ms"]["ratio_p50"] < 3.0, result["latency_ms"]
+    # Not a speed test: only a gross per-frame slowdown (something growing per frame) fails it.
+    # Judged on CPU time per frame, which other load on the machine (CI's other jobs, a training
+    # run) barely moves, unlike wall-clock latency.
+    cpu = result["cpu_ms_per_frame"]
+    assert cpu["end_mean"] < 3.0 * cpu["start_mean"], cpu
