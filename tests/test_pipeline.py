@@ -93,3 +93,15 @@ def test_group_selfie_finds_the_six_people():
     gray = to_gray(cv2.imread(str(MEDIA / "photo_group_selfie_6people.jpg")))
     boxes = FaceDetector(DetectorConfig(det_width=0, min_size=80, equalize=True)).detect(gray)
     assert len(boxes) == 6
+
+
+@pytest.mark.media
+@pytest.mark.skipif(not MEDIA.exists(), reason="../shared/media is absent")
+@pytest.mark.parametrize("name, emotion", [("photo_smiling_man.jpg", "happy"), ("photo_angry_man.jpg", "angry")])
+def test_shipped_model_reads_clear_expressions(classifier, name, emotion):
+    gray = to_gray(cv2.imread(str(MEDIA / name)))
+    assert classify_image(classifier, FaceDetector(), gray)[0].emotion == emotion
+
+
+def test_shipped_sample_is_a_happy_face(classifier):
+    assert classify_image(classifier, FaceDetector(), to_gray(cv2.imread(str(SAMPLE))))[0].emotion == "happy"
