@@ -66,12 +66,12 @@ def export_garf(out_dir: Path, name: str, artifact: dict[str, Any], backbone, ca
     forest_path, backbone_path = artifact_files(json_path)
     joblib.dump(artifact, forest_path, compress=3)
     written = export_backbone(backbone, backbone_path, calibration, scaling, fmt)
+    # The device finds the files by name (NAME.joblib, NAME.backbone.tflite), so a renamed trio still loads.
     extra: dict[str, Any] = {
-        "backbone": {**artifact["backbone"], "file": backbone_path.name, "format": written},
+        "backbone": {**artifact["backbone"], "format": written},
         "features": {"before": int(len(artifact["mask"])), "after": int(artifact["mask"].sum())},
-        "forest": {"file": forest_path.name, "trees": len(artifact["forest"].estimators_),
-                   "sklearn": artifact["sklearn_version"]},
-        "sha256": {forest_path.name: sha256_of(forest_path), backbone_path.name: sha256_of(backbone_path)},
+        "forest": {"trees": len(artifact["forest"].estimators_), "sklearn": artifact["sklearn_version"]},
+        "sha256": {"forest": sha256_of(forest_path), "backbone": sha256_of(backbone_path)},
     }
     if written in INTEGER_FORMATS:
         extra["backbone"]["edgetpu_op_check"] = check_ops(backbone_path).summary()
@@ -91,23 +91,35 @@ def write_metadata(json_path: Path, meta: ModelMetadata) -> None:
 
 
 def verify_garf(json_path: Path, references: dict[str, tuple[Any, np.ndarray]], timing_runs: int = 100) -> dict:
-    """Device-path figures: accuracy per split and agreement with ``references`` (name -> (faces, float
-    predictions)), and single-thread, batch-1 milliseconds per face, whole and backbone only.
+    """Device-path figures, folded into the metadata's ``metrics`` and returned.
 
-    The figures are folded into the metadata's ``metrics``; the dict is returned as well.
+    ``references`` maps a split name to ``(faces, the workstation forest's predictions)``. As
+    for the CNNs (:mod:`convert.verify`), val decides mirror averaging: on only when it raises
+    val accuracy. Then per split: accuracy, macro-F1, and agreement with the workstation
+    forest (both unmirrored: what int8 features change); and single-thread, batch-1
+    milliseconds per face, whole and backbone only.
     """
     clf = GARFClassifier(json_path)
+    plain = {name: clf.predict(faces.x).argmax(axis=1) for name, (faces, _) in references.items()}
     out: dict[str, Any] = {"backend": clf.backend}
+    if "val" in references:
+        val = references["val"][0]
+        clf.metadata.flip_average = True
+        mirrored = clf.predict(val.x).argmax(axis=1)
+        flip = {"off": float((plain["val"] == val.y).mean()), "on": float((mirrored == val.y).mean())}
+        clf.metadata.flip_average = flip["on"] > flip["off"]
+        out["flip_val_accuracy"] = {k: round(v, 4) for k, v in flip.items()}
+    out["flip_average"] = clf.metadata.flip_average
     for name, (faces, float_pred) in references.items():
-        pred = clf.predict(faces.x).argmax(axis=1)
+        pred = clf.predict(faces.x).argmax(axis=1) if clf.metadata.flip_average else plain[name]
         m = split_metrics(faces.y, pred, clf.labels)
         out.update({f"{name}_accuracy": round(m["accuracy"], 4), f"{name}_macro_f1": round(m["macro_f1"], 4),
-                    f"agreement_{name}": round(float((pred == float_pred).mean()), 4), f"n_{name}": m["n"]})
-    single = GARFClassifier(json_path, num_threads=1)
+                    f"agreement_{name}": round(float((plain[name] == float_pred).mean()), 4), f"n_{name}": m["n"]})
+    single = GARFClassifier(json_path, num_threads=1, metadata=clf.metadata)
     out["ms_per_face"] = round(ms_per_face(single, timing_runs), 3)
     backbone = SimpleNamespace(predict=single.backbone.outputs, input_size=single.input_size)
     out["backbone_ms_per_face"] = round(ms_per_face(backbone, timing_runs), 3)
     out["size_bytes"] = single.size_bytes
-    meta = replace(clf.metadata, metrics={**clf.metadata.metrics, **{k: v for k, v in out.items() if k != "backend"}})
-    write_metadata(json_path, meta)
+    figures = {k: v for k, v in out.items() if k not in ("backend", "flip_average")}
+    write_metadata(json_path, replace(clf.metadata, metrics={**clf.metadata.metrics, **figures}))
     return out
