@@ -8,14 +8,13 @@ The one choice made here, mirror averaging (``flip_average`` in the metadata), i
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge_fer.bench import ms_per_face as bench_ms_per_face
 from edge_fer.classifier import TFLiteClassifier
 from edge_fer.datasets import LabeledFaces
 from edge_fer.metadata import ModelMetadata
@@ -118,13 +117,5 @@ def verify(model_path: Path, meta: ModelMetadata, references: dict[str, Referenc
 
 
 def ms_per_face(model_path: Path, meta: ModelMetadata, face: np.ndarray, runs: int = 300, warmup: int = 20) -> float:
-    """Median milliseconds of one single-thread, batch-1 ``predict`` (LUT, invoke, dequantize)."""
-    clf = TFLiteClassifier(model_path, num_threads=1, metadata=meta)
-    for _ in range(warmup):
-        clf.predict(face)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        clf.predict(face)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    """Median milliseconds of one single-thread, batch-1 ``predict``, timed as ``edge-fer bench`` times it."""
+    return bench_ms_per_face(TFLiteClassifier(model_path, num_threads=1, metadata=meta), runs, face, warmup)

@@ -47,10 +47,12 @@ def percentiles(values_s: list[float]) -> dict[str, float]:
     return {f"p{q}": round(float(np.percentile(ms, q)), 3) for q in (50, 90, 99)}
 
 
-def ms_per_face(classifier: Classifier, repeats: int = 300) -> float:
-    """Median latency of a one-face invoke, after warm-up."""
-    face = np.random.default_rng(0).integers(0, 256, (1, *classifier.input_size), dtype=np.uint8)
-    for _ in range(20):
+def ms_per_face(classifier: Classifier, repeats: int = 300, face: np.ndarray | None = None,
+                warmup: int = 20) -> float:
+    """Median latency of a one-face ``predict`` (LUT, invoke, dequantize), after warm-up."""
+    if face is None:
+        face = np.random.default_rng(0).integers(0, 256, (1, *classifier.input_size), dtype=np.uint8)
+    for _ in range(warmup):
         classifier.predict(face)
     times = []
     for _ in range(repeats):
