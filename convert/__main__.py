@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_fer.errors import DataError, EdgeFerError, ModelError
+from edge_fer.errors import DataError, EdgeFerError, ModelError, exit_status
 
 from . import FORMATS, INTEGER_FORMATS
 
@@ -122,13 +122,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point (``edge-fer-convert``); returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except EdgeFerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 
 from .classifier import Classifier
+from .errors import EdgeFerError
 from .pipeline import STAGES
 from .sources import Frame, Source
 from .preprocess import to_gray
@@ -62,29 +63,51 @@ def ms_per_face(classifier: Classifier, repeats: int = 300, face: np.ndarray | N
     return float(np.median(times) * 1000)
 
 
+def drifting_sample(count: int, size: tuple[int, int], *, fill: int, scale: float, amplitude: tuple[int, int],
+                    period: tuple[float, float], first: int = 0) -> Iterator[np.ndarray]:
+    """BGR frames of the shipped sample photo drifting over a gray canvas: a real face that moves,
+    for benchmarks, tests and checks on machines without a camera or media.
+
+    ``size`` is (width, height); the photo fills ``scale`` of it; frame ``i`` is shifted by
+    ``amplitude * (sin(i / period), cos(i / period))`` pixels from the centre.
+    """
+    image = cv2.imread(str(SAMPLE_IMAGE))
+    w, h = size
+    s = min(h / image.shape[0], w / image.shape[1]) * scale
+    small = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape[:2]
+    for i in range(first, first + count):
+        canvas = np.full((h, w, 3), fill, np.uint8)
+        dx = (w - sw) // 2 + int(amplitude[0] * np.sin(i / period[0]))
+        dy = (h - sh) // 2 + int(amplitude[1] * np.cos(i / period[1]))
+        canvas[dy : dy + sh, dx : dx + sw] = small
+        yield canvas
+
+
+def write_sample_video(path: str | Path, frames: int = 40, size: tuple[int, int] = (480, 360),
+                       fps: float = 15.0) -> Path:
+    """A real MP4 (mp4v) of :func:`drifting_sample` frames."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for canvas in drifting_sample(frames, size, fill=80, scale=0.85, amplitude=(8, 5), period=(6, 7)):
+        writer.write(canvas)
+    writer.release()
+    return Path(path)
+
+
 class SyntheticSource:
     """Frames made from the shipped sample photo, shifted a little each frame, for machines without media."""
 
     live = False
 
     def __init__(self, frames: int = 300, size: tuple[int, int] = (640, 480)):
-        image = cv2.imread(str(SAMPLE_IMAGE))
-        h, w = size[1], size[0]
-        canvas = np.full((h, w, 3), 90, np.uint8)
-        s = min(h / image.shape[0], w / image.shape[1]) * 0.9
-        small = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        self.base, self.canvas, self.total, self.i = small, canvas, frames, 0
-        self.name = f"synthetic ({SAMPLE_IMAGE.name}, {w}x{h})"
+        self._frames = enumerate(drifting_sample(frames, size, fill=90, scale=0.9, amplitude=(10, 6),
+                                                 period=(15, 20), first=1), start=1)
+        self.name = f"synthetic ({SAMPLE_IMAGE.name}, {size[0]}x{size[1]})"
 
     def read(self) -> Frame | None:
-        if self.i >= self.total:
-            return None
-        self.i += 1
-        frame = self.canvas.copy()
-        dx = int(10 * np.sin(self.i / 15)) + (frame.shape[1] - self.base.shape[1]) // 2
-        dy = int(6 * np.cos(self.i / 20)) + (frame.shape[0] - self.base.shape[0]) // 2
-        frame[dy : dy + self.base.shape[0], dx : dx + self.base.shape[1]] = self.base
-        return Frame(self.i, time.time(), to_gray(frame), None)
+        for index, frame in self._frames:
+            return Frame(index, time.time(), to_gray(frame), None)
+        return None
 
     def close(self) -> None:
         pass
@@ -146,8 +169,6 @@ def format_stages(row: BenchRow) -> str:
 def bench_one(make_run: Callable[[], tuple[Classifier, object]], buffered: _Buffered, label: str,
               threads: int | None, warmup: int) -> BenchRow:
     """Run one configuration over the buffered frames. ``make_run`` builds (classifier, run function)."""
-    from .errors import EdgeFerError
-
     try:
         classifier, run = make_run()
     except EdgeFerError as exc:

@@ -261,7 +261,6 @@ def bench(camera, source, models, threads_list, edgetpu, det_width, min_neighbor
           full_detect_every, frames, warmup, as_json):
     """Per-stage latency (p50/p90/p99) and end-to-end FPS; one row per model and thread count."""
     from .bench import SyntheticSource, bench_one, decode_all, format_stages, format_table
-    from .outputs import Sink  # noqa: F401  (documented interface; bench writes to no sink)
     from .pipeline import Pipeline
     from .runner import run_loop
     from .sources import open_source

@@ -1,9 +1,13 @@
-"""User-facing errors.
+"""User-facing errors, and how a command line turns them into one line and an exit status.
 
 Anything raised as :class:`EdgeFerError` is a user mistake or an environment problem
 (missing file, wrong model, camera that does not open). The CLI prints its message as
 one line on stderr and exits non-zero instead of showing a traceback.
 """
+
+
+import sys
+from typing import Any, Callable
 
 
 class EdgeFerError(Exception):
@@ -20,3 +24,13 @@ class SourceError(EdgeFerError):
 
 class DataError(EdgeFerError):
     """A labelled dataset (npz, CSV, image folder) is missing or malformed."""
+
+
+def exit_status(func: Callable[..., Any], *args: Any) -> int:
+    """Run a command's work: 0 when it succeeds, 2 with one ``error: ...`` line on stderr for a user mistake."""
+    try:
+        func(*args)
+    except EdgeFerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

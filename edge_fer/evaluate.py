@@ -14,6 +14,7 @@ import numpy as np
 
 from .classifier import Classifier
 from .datasets import LabeledFaces
+from .errors import ModelError
 
 
 @dataclass
@@ -59,8 +60,6 @@ def predict_all(classifier: Classifier, x: np.ndarray, batch: int = 256) -> np.n
 
 def evaluate(classifier: Classifier, data: LabeledFaces) -> EvalResult:
     if tuple(data.labels) != tuple(classifier.labels):
-        from .errors import ModelError
-
         raise ModelError(f"model labels ({', '.join(classifier.labels)}) differ from the data's "
                          f"({', '.join(data.labels)})")
     probs = predict_all(classifier, data.x)

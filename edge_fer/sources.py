@@ -169,7 +169,7 @@ def open_camera(index: int, width: int | None = None, height: int | None = None,
     if not cap.isOpened():
         cap.release()
         raise SourceError(f"camera {index} does not open (is it connected, and is the user in the 'video' group?)")
-    ok, first = cap.read()
+    ok, _ = cap.read()
     if not ok:
         cap.release()
         raise SourceError(f"camera {index} opened but delivers no frames")

@@ -7,8 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
+from edge_fer.bench import write_sample_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -20,19 +19,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 def make_video(path: Path, frames: int = 40, size: tuple[int, int] = (480, 360), fps: float = 15.0) -> Path:
     """A real MP4 (mp4v) of the shipped sample photo drifting across a gray canvas."""
-    image = cv2.imread(str(SAMPLE))
-    w, h = size
-    s = min(h / image.shape[0], w / image.shape[1]) * 0.85
-    small = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    for i in range(frames):
-        canvas = np.full((h, w, 3), 80, np.uint8)
-        dx = (w - small.shape[1]) // 2 + int(8 * np.sin(i / 6))
-        dy = (h - small.shape[0]) // 2 + int(5 * np.cos(i / 7))
-        canvas[dy : dy + small.shape[0], dx : dx + small.shape[1]] = small
-        writer.write(canvas)
-    writer.release()
-    return path
+    return write_sample_video(path, frames, size, fps)
 
 
 def run_cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:

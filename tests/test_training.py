@@ -123,3 +123,15 @@ def test_bad_data_is_a_one_line_error(tmp_path, capsys, case):
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert fragment in lines[0] and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_bad_data_is_one_line_in_a_real_process(tmp_path):
+    """As a process, stderr is the file descriptor: TensorFlow's start-up banner must not come before the error."""
+    import subprocess
+    import sys
+
+    from support import ROOT, assert_one_line_error
+
+    proc = subprocess.run([sys.executable, "-m", "training", "train", "--data", str(tmp_path / "nope.npz"),
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert_one_line_error(proc, "dataset not found")

@@ -3,47 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from edge_fer.errors import EdgeFerError
+from edge_fer.errors import exit_status
+
+# subcommand (= module of this package with add_arguments/run) -> one-line help
+COMMANDS = {
+    "train": "train a CNN on FER2013 and write a run folder",
+    "features": "extract and cache backbone features (Xception or the trained CNN)",
+    "garf": "GA feature selection + RandomForest on backbone features, with device files",
+    "tune": "Keras Tuner search (random or hyperband); writes a config for train --config",
+    "ensemble": "average or stack TFLite models (tree, logistic) into one device model",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edge-fer-train", description="Train and report on edge-fer models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    from . import train
-
-    p = sub.add_parser("train", help="train a CNN on FER2013 and write a run folder",
-                       description=train.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_arguments(p)
-    p.set_defaults(func=train.run)
-    from . import features, garf
-
-    p = sub.add_parser("features", help="extract and cache backbone features (Xception or the trained CNN)",
-                       description=features.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    features.add_arguments(p)
-    p.set_defaults(func=features.run)
-    p = sub.add_parser("garf", help="GA feature selection + RandomForest on backbone features, with device files",
-                       description=garf.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    garf.add_arguments(p)
-    p.set_defaults(func=garf.run)
-    from . import ensemble, tune
-
-    p = sub.add_parser("tune", help="Keras Tuner search (random or hyperband); writes a config for train --config",
-                       description=tune.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    tune.add_arguments(p)
-    p.set_defaults(func=tune.run)
-    p = sub.add_parser("ensemble", help="average or stack TFLite models (tree, logistic) into one device model",
-                       description=ensemble.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ensemble.add_arguments(p)
-    p.set_defaults(func=ensemble.run)
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f".{name}", __package__)
+        p = sub.add_parser(name, help=help_text, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
     args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except EdgeFerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(args.func, args)
 
 
 if __name__ == "__main__":

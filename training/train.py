@@ -20,6 +20,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -65,8 +66,13 @@ def run(args: argparse.Namespace) -> dict:
     if config and args.arch and args.arch != config.arch:
         raise EdgeFerError(f"--arch {args.arch} differs from the {config.arch} tuned in {args.config}")
     args.arch = args.arch or (config.arch if config else "edge-cnn")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0" if args.arch in NEEDS_ONEDNN_OFF else "1")
+    if args.resume and not (args.out / "last.keras").exists():
+        raise EdgeFerError(f"--resume: no checkpoint {args.out / 'last.keras'}")
     from .data import class_weights, ferplus_targets, load_splits
+
+    # Data first: a bad dataset is reported before TensorFlow loads and prints its start-up banner.
+    splits = load_splits(args.data, seed=args.seed)
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0" if args.arch in NEEDS_ONEDNN_OFF else "1")
     from .models import ARCHITECTURES, build, hyperparameters
     from .reports import write_reports
     from .tf_env import keras
@@ -83,10 +89,7 @@ def run(args: argparse.Namespace) -> dict:
         raise EdgeFerError(f"{args.arch} has no hyperparameter {', '.join(unknown)} "
                            f"(it takes {', '.join(hyperparameters(args.arch))})")
     lr = args.lr or (config.lr if config else None) or (1e-4 if args.arch == "seed-cnn" else 1e-3)
-    if args.resume and not (args.out / "last.keras").exists():
-        raise EdgeFerError(f"--resume: no checkpoint {args.out / 'last.keras'}")
     keras.utils.set_random_seed(args.seed)
-    splits = load_splits(args.data, seed=args.seed)
     train = splits.train
     if args.limit:
         train.x, train.y = train.x[: args.limit], train.y[: args.limit]
@@ -134,7 +137,10 @@ def run(args: argparse.Namespace) -> dict:
         keras.callbacks.CSVLogger(history_csv, append=args.resume),
     ]
     if args.max_minutes:
-        callbacks.append(_TimeBudget(args.max_minutes * 60, started))
+        callbacks.append(deadline_callback(
+            started + args.max_minutes * 60,
+            lambda epoch: print(f"\ntime budget of {args.max_minutes:.0f} min reached after epoch {epoch + 1}",
+                                file=sys.stderr)))
     model.fit(ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
               callbacks=callbacks, verbose=args.verbose)
     wall = time.time() - started
@@ -190,19 +196,21 @@ def make_datasets(x_train: np.ndarray, y_train: np.ndarray, sample_w: np.ndarray
     return ds.prefetch(tf.data.AUTOTUNE), tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(512)
 
 
-class _TimeBudget:
-    """Stop training after the epoch that crosses a wall-time budget (checkpoints are already written)."""
+def deadline_callback(deadline: float, on_stop: Callable[[int], None] | None = None):
+    """A Keras callback that stops training after the epoch that ends past ``deadline`` (``time.time()``).
 
-    def __new__(cls, seconds: float, started: float):
-        from .tf_env import keras
+    Checkpoints are already written by then, so nothing is lost; ``on_stop(epoch)`` runs each time it fires.
+    """
+    from .tf_env import keras
 
-        class TimeBudget(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                if time.time() - started > seconds:
-                    print(f"\ntime budget of {seconds / 60:.0f} min reached after epoch {epoch + 1}", file=sys.stderr)
-                    self.model.stop_training = True
+    class Deadline(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if time.time() > deadline:
+                self.model.stop_training = True
+                if on_stop is not None:
+                    on_stop(epoch)
 
-        return TimeBudget()
+    return Deadline()
 
 
 def _read_history(path: Path) -> dict[str, list[float]]:

@@ -172,7 +172,7 @@ def _search(args: argparse.Namespace, request: dict[str, Any], budget: dict[str,
         raise EdgeFerError("the search needs keras-tuner: pip install 'edge-fer[train]'") from None
     from .data import load_splits
     from .models import build
-    from .train import make_datasets
+    from .train import deadline_callback, make_datasets
 
     keras.utils.set_random_seed(args.seed)
     splits = load_splits(args.data, seed=args.seed)
@@ -212,7 +212,7 @@ def _search(args: argparse.Namespace, request: dict[str, Any], budget: dict[str,
     deadline = started + args.max_minutes * 60
     try:
         tuner.search(ds, validation_data=val_ds, epochs=args.epochs, verbose=args.verbose,
-                     callbacks=[_deadline_callback(tuner.oracle, deadline)])
+                     callbacks=[deadline_callback(deadline, _no_new_trials(tuner.oracle))])
     except RuntimeError as exc:  # Keras Tuner gives up after 3 failed trials in a row
         last = [line for line in str(exc).splitlines() if line.strip()]
         raise EdgeFerError(f"the search failed: {last[-1] if last else exc}") from None
@@ -220,17 +220,12 @@ def _search(args: argparse.Namespace, request: dict[str, Any], budget: dict[str,
     return _write_results(args, tuner.oracle, request, budget, wall)
 
 
-def _deadline_callback(oracle, deadline: float):
-    """After ``deadline``: stop the running trial at its epoch's end and let no new trial start."""
-    from .tf_env import keras
+def _no_new_trials(oracle):
+    """Past the deadline the running trial stops (the callback) and no new trial starts (this)."""
+    def stop(epoch: int) -> None:
+        oracle.max_trials = len(oracle.trials)
 
-    class Deadline(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if time.time() > deadline:
-                self.model.stop_training = True
-                oracle.max_trials = len(oracle.trials)
-
-    return Deadline()
+    return stop
 
 
 def _write_results(args: argparse.Namespace, oracle, request: dict[str, Any], budget: dict[str, Any],

@@ -175,23 +175,9 @@ def faces(out_path: str, n: str, npz: str | None = None) -> dict:
 
 def video(out_path: str, frames: str = "40") -> dict:
     """A real MP4 (mp4v) of the shipped sample photo drifting over a gray canvas."""
-    import cv2
-    import numpy as np
+    from edge_fer.bench import SAMPLE_IMAGE, write_sample_video
 
-    from edge_fer.bench import SAMPLE_IMAGE
-
-    image = cv2.imread(str(SAMPLE_IMAGE))
-    w, h = 480, 360
-    s = min(h / image.shape[0], w / image.shape[1]) * 0.85
-    small = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-    writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), 15.0, (w, h))
-    for i in range(int(frames)):
-        canvas = np.full((h, w, 3), 80, np.uint8)
-        dx = (w - small.shape[1]) // 2 + int(8 * np.sin(i / 6))
-        dy = (h - small.shape[0]) // 2 + int(5 * np.cos(i / 7))
-        canvas[dy : dy + small.shape[0], dx : dx + small.shape[1]] = small
-        writer.write(canvas)
-    writer.release()
+    write_sample_video(out_path, int(frames))
     return {"video": out_path, "source": f"synthetic: the shipped {SAMPLE_IMAGE.name} drifting, {frames} frames"}
 
 
