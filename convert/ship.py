@@ -1,8 +1,10 @@
-"""Make a converted model the one ``edge-fer`` runs when no ``--model`` is given.
+"""Make a model the one ``edge-fer`` runs when no ``--model`` is given.
 
-The model and its metadata are copied byte for byte (the metadata's sha256 stays valid), and
-the run's human-readable reports go to ``docs/model/`` so the repository documents the model
-it ships.
+``edge_fer/models/`` holds the shipped model and nothing else: either one network
+(``default.tflite`` + ``default.json``) or an ensemble (``default.json`` of kind "ensemble" and
+its member ``.tflite`` files, each with its ``.json``). Shipping one clears the other. Files are
+copied byte for byte, so every sha256 in the metadata stays valid, and the human-readable
+reports go to ``docs/model/`` so the repository documents the model it ships.
 """
 
 from __future__ import annotations
@@ -10,26 +12,76 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from edge_fer.classifier import DEFAULT_MODEL
+from edge_fer.classifier import MODELS_DIR, load_classifier
+from edge_fer.errors import ModelError
 from edge_fer.metadata import load_metadata, metadata_path
 
 from training.train import copy_run_reports
 
 DOCS_DIR = Path(__file__).resolve().parents[1] / "docs" / "model"
+ENSEMBLE_REPORTS = ("results.md", "ensemble_report.json")
 
 
-def ship(model_path: Path, run_dir: Path | None, model_dest: Path = DEFAULT_MODEL,
+def _clear(models_dir: Path, docs_dir: Path) -> None:
+    """Remove the previously shipped model and its reports, so no stale file can be mistaken for the default."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for f in models_dir.iterdir():
+        if f.is_file() and f.suffix in (".tflite", ".json"):
+            f.unlink()
+    if docs_dir.exists():
+        shutil.rmtree(docs_dir)
+    docs_dir.mkdir(parents=True)
+
+
+def _copy_model(src: Path, dest: Path) -> None:
+    shutil.copy2(src, dest)
+    shutil.copy2(metadata_path(src), metadata_path(dest))
+
+
+def ship(model_path: Path, run_dir: Path | None, models_dir: Path = MODELS_DIR,
          docs_dir: Path = DOCS_DIR) -> list[Path]:
-    """Copy ``model_path`` (+ its ``.json``) to ``model_dest`` and the run's reports to ``docs_dir``.
+    """Ship one converted network: ``model_path`` (+ its ``.json``) becomes ``models_dir/default.tflite``.
 
-    Returns what was written: the model, its metadata, and ``docs_dir``.
+    Returns what was written: the model, its metadata, and ``docs_dir`` (the run's reports).
     """
-    model_dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(model_path, model_dest)
-    shutil.copy2(metadata_path(model_path), metadata_path(model_dest))
-    load_metadata(model_dest)  # re-checks the sha256 of the copy
-    docs_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(model_path.with_suffix(".verify.json"), docs_dir / f"{model_dest.stem}.verify.json")
+    _clear(models_dir, docs_dir)
+    dest = models_dir / "default.tflite"
+    _copy_model(model_path, dest)
+    shutil.copy2(model_path.with_suffix(".verify.json"), docs_dir / "default.verify.json")
+    load_metadata(dest)  # re-checks the sha256 of the copy
     if run_dir is not None:
         copy_run_reports(run_dir, docs_dir)
-    return [model_dest, metadata_path(model_dest), docs_dir]
+    return [dest, metadata_path(dest), docs_dir]
+
+
+def ship_ensemble(ensemble_json: Path, models_dir: Path = MODELS_DIR, docs_dir: Path = DOCS_DIR) -> list[Path]:
+    """Ship an ensemble written by ``training ensemble``: its JSON becomes ``models_dir/default.json``.
+
+    The members are copied beside it under their own names; each member's run reports (its
+    metadata's ``source.run``, when that folder is here) go to ``docs_dir/<member>/`` and the
+    ensemble's results table to ``docs_dir``.
+    """
+    ensemble_json = Path(ensemble_json)
+    meta = load_metadata(ensemble_json)
+    if meta.kind != "ensemble":
+        raise ModelError(f"{ensemble_json}: not an ensemble (kind {meta.kind!r})")
+    members = [ensemble_json.parent / m["file"] for m in meta.extra.get("members", [])]
+    for m in members:
+        if m.parent != ensemble_json.parent:
+            raise ModelError(f"{ensemble_json}: member {m.name} is not in the ensemble's folder")
+        load_metadata(m)  # exists and matches its sha256
+    _clear(models_dir, docs_dir)
+    written = []
+    for m in members:
+        _copy_model(m, models_dir / m.name)
+        run = load_metadata(m).source.get("run")
+        if run and Path(run).is_dir():
+            copy_run_reports(Path(run), docs_dir / m.stem)
+        written += [models_dir / m.name, metadata_path(models_dir / m.name)]
+    dest = models_dir / "default.json"
+    shutil.copy2(ensemble_json, dest)
+    load_classifier(dest)  # the shipped ensemble loads: members found, sha256s match
+    for name in ENSEMBLE_REPORTS:
+        if (ensemble_json.parent / name).exists():
+            shutil.copy2(ensemble_json.parent / name, docs_dir / name)
+    return [*written, dest, docs_dir]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 
 from edge_fer.datasets import LabeledFaces
 from edge_fer.errors import ModelError
+from edge_fer.interpreter import quiet_native_stderr
 from edge_fer.labels import FER2013_LABELS
 from edge_fer.preprocess import DEFAULT_SCALING, Scaling, scale_pixels
 
@@ -124,17 +123,9 @@ def _quiet():
     Keras' export prints to ``sys.stdout``, the calibrator prints from C++ to file descriptor 2,
     and the converter warns about input statistics that full-integer conversion does not need.
     """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(io.StringIO()), \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with quiet_native_stderr(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _first_line(exc: BaseException) -> str:

@@ -21,7 +21,18 @@ from .metadata import ModelMetadata, load_metadata
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.tflite"
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+def _default_model() -> Path:
+    """The shipped model: ``models/default.tflite`` when it is one network, ``models/default.json`` when it is
+    a kind made of several files (an ensemble, its members beside it). ``python -m convert --ship`` and
+    ``python -m training ensemble --ship`` write one or the other, never both."""
+    single = MODELS_DIR / "default.tflite"
+    return single if single.exists() else MODELS_DIR / "default.json"
+
+
+DEFAULT_MODEL = _default_model()
 
 
 class Classifier(Protocol):

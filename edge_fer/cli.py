@@ -274,6 +274,8 @@ def bench(camera, source, models, threads_list, edgetpu, det_width, min_neighbor
     buffered = decode_all(src, frames + warmup)
     if not buffered.frames:
         raise EdgeFerError(f"no frames could be read from {buffered.name}")
+    from .classifier import DEFAULT_MODEL
+
     rows = []
     for model in models or (None,):
         for threads in threads_list or (None,):
@@ -283,7 +285,7 @@ def bench(camera, source, models, threads_list, edgetpu, det_width, min_neighbor
                                     detect_every=detect_every, full_detect_every=full_detect_every)
                 return classifier, lambda s: run_loop(s, pipeline, [], collect_timings=True, warmup=warmup)
 
-            label = Path(model).name if model else "default.tflite (shipped)"
+            label = Path(model).name if model else f"{DEFAULT_MODEL.name} (shipped)"
             rows.append(bench_one(make_run, buffered, label, threads, warmup))
     record = {"source": buffered.name, "frames": len(buffered.frames) - warmup, "detect_every": detect_every,
               "det_width": det_width, "rows": [r.to_dict() for r in rows]}

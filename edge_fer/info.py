@@ -13,7 +13,18 @@ from . import __version__
 from .classifier import DEFAULT_MODEL
 from .errors import EdgeFerError
 from .interpreter import EDGETPU_LIBRARY, edgetpu_available, find_backend
-from .metadata import load_metadata
+from .metadata import ModelMetadata, load_metadata, metadata_path
+
+
+def model_files(model: Path, meta: ModelMetadata) -> list[Path]:
+    """Every file a model loads: an ensemble's members and a GA+RF model's forest and backbone are part of it."""
+    if meta.kind == "ensemble":
+        return [metadata_path(model), *(model.parent / m.get("file", "") for m in meta.extra.get("members", []))]
+    if meta.kind == "ga-rf":
+        from .garf import artifact_files
+
+        return [metadata_path(model), *artifact_files(model)]
+    return [model]
 
 
 def _version(dist: str) -> str | None:
@@ -46,8 +57,9 @@ def collect(model: Path | None = None) -> dict[str, Any]:
         data["backend"] = f"none ({exc})"
     try:
         meta = load_metadata(model)
-        data["model"] = {"path": str(model), "exists": model.exists(),
-                         "size_bytes": model.stat().st_size if model.exists() else None, **meta.to_dict()}
+        files = model_files(model, meta)
+        data["model"] = {"path": str(model), "exists": all(f.is_file() for f in files),
+                         "size_bytes": sum(f.stat().st_size for f in files if f.is_file()), **meta.to_dict()}
     except EdgeFerError as exc:
         data["model"] = {"path": str(model), "error": str(exc)}
     return data

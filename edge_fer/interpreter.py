@@ -75,7 +75,7 @@ def make_interpreter(model_path: str | Path, num_threads: int | None = None, edg
             raise ModelError(f"Edge TPU delegate {EDGETPU_LIBRARY} could not be loaded "
                              f"(install libedgetpu1-std and plug in the Coral): {exc}") from None
     try:
-        with _quiet_native_stderr():
+        with quiet_native_stderr():
             interpreter = backend.interpreter_cls(model_path=str(model_path), num_threads=num_threads,
                                                   experimental_delegates=delegates or None)
             interpreter.allocate_tensors()
@@ -86,10 +86,10 @@ def make_interpreter(model_path: str | Path, num_threads: int | None = None, edg
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr():
-    """Hold back the runtime's C++ banner ("INFO: Created TensorFlow Lite XNNPACK delegate")
-    so ``--output jsonl`` users and logs see only our lines; anything else it printed is
-    passed through at debug level."""
+def quiet_native_stderr():
+    """Hold back what native code prints to file descriptor 2 (the runtime's "INFO: Created TensorFlow
+    Lite XNNPACK delegate", the converter's calibration chatter) so ``--output jsonl`` users and logs
+    see only our lines; what was caught is passed on at debug level."""
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, ValueError, OSError):  # no real stderr (e.g. captured by a test runner)

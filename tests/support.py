@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from edge_fer.bench import write_sample_video
+from edge_fer.classifier import DEFAULT_MODEL
+from edge_fer.metadata import load_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -15,6 +17,16 @@ MEDIA = SHARED / "media"
 FER_NPZ = SHARED / "data" / "fer2013.npz"
 SAMPLE = ROOT / "edge_fer" / "samples" / "astronaut.jpg"
 FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def _shipped_network() -> Path:
+    """The shipped single TFLite network: the default model, or the first member when an ensemble ships."""
+    if DEFAULT_MODEL.suffix == ".tflite":
+        return DEFAULT_MODEL
+    return DEFAULT_MODEL.parent / load_metadata(DEFAULT_MODEL).extra["members"][0]["file"]
+
+
+SHIPPED_NETWORK = _shipped_network()
 
 
 def make_video(path: Path, frames: int = 40, size: tuple[int, int] = (480, 360), fps: float = 15.0) -> Path:

@@ -10,12 +10,12 @@ from edge_fer.classifier import DEFAULT_MODEL, TFLiteClassifier, load_classifier
 from edge_fer.errors import ModelError
 from edge_fer.interpreter import find_backend, make_interpreter
 from edge_fer.metadata import ModelMetadata, load_metadata, metadata_path, save_metadata
-from support import FIXTURES
+from support import FIXTURES, SHIPPED_NETWORK
 
-MODELS = [DEFAULT_MODEL, FIXTURES / "tiny_int8.tflite", FIXTURES / "tiny_float32.tflite"]
+MODELS = [DEFAULT_MODEL, SHIPPED_NETWORK, FIXTURES / "tiny_int8.tflite", FIXTURES / "tiny_float32.tflite"]
 
 
-@pytest.fixture(params=MODELS, ids=lambda p: p.name)
+@pytest.fixture(params=list(dict.fromkeys(MODELS)), ids=lambda p: p.name)
 def model_path(request):
     return request.param
 
@@ -52,13 +52,13 @@ def test_input_quantization_follows_tensor_parameters():
 
 
 def test_shipped_model_has_metadata_and_batch_dimension():
-    meta = load_metadata(DEFAULT_MODEL)
-    assert meta.labels == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-    assert meta.sha256 and meta.quantization == "int8"
-    assert TFLiteClassifier(DEFAULT_MODEL).batchable
+    assert load_classifier().labels == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    meta = load_metadata(SHIPPED_NETWORK)
+    assert meta.labels == load_classifier().labels and meta.sha256 and meta.quantization == "int8"
+    assert TFLiteClassifier(SHIPPED_NETWORK).batchable
 
 
-def _copy_model(tmp_path, src=DEFAULT_MODEL):
+def _copy_model(tmp_path, src=SHIPPED_NETWORK):
     dst = tmp_path / "m.tflite"
     shutil.copy(src, dst)
     shutil.copy(metadata_path(src), metadata_path(dst))
@@ -119,14 +119,14 @@ def test_metadata_round_trip(tmp_path):
 
 def test_model_without_metadata_uses_fer_defaults(tmp_path):
     model = tmp_path / "bare.tflite"
-    shutil.copy(DEFAULT_MODEL, model)
+    shutil.copy(SHIPPED_NETWORK, model)
     clf = load_classifier(model)
     assert clf.labels[3] == "happy"
 
 
 def test_edgetpu_without_runtime_is_a_clear_error():
     with pytest.raises(ModelError, match="libedgetpu.so.1"):
-        make_interpreter(DEFAULT_MODEL, edgetpu=True)
+        make_interpreter(SHIPPED_NETWORK, edgetpu=True)
 
 
 def test_flip_average_is_symmetric(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_fer.cli import main
-from support import FER_NPZ, MEDIA, ROOT, SAMPLE, assert_one_line_error, make_video, run_cli
+from support import FER_NPZ, FIXTURES, MEDIA, ROOT, SAMPLE, SHIPPED_NETWORK, assert_one_line_error, make_video, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +97,10 @@ def test_bench_json_on_synthetic_frames():
 
 
 def test_bench_table_compares_models(video):
-    from support import FIXTURES
     result = invoke("bench", "--source", str(video), "--frames", "15", "--warmup", "2",
-                    "--model", str(ROOT / "edge_fer/models/default.tflite"), "--model", str(FIXTURES / "missing.tflite"))
+                    "--model", str(SHIPPED_NETWORK), "--model", str(FIXTURES / "missing.tflite"))
     assert result.exit_code == 0, result.output
-    assert "default.tflite" in result.stdout and "error: model not found" in result.stdout
+    assert SHIPPED_NETWORK.name in result.stdout and "error: model not found" in result.stdout
 
 
 def test_info_json():
@@ -130,8 +129,8 @@ def test_corrupt_model_and_wrong_labels_are_one_line(tmp_path):
     assert_one_line_error(run_cli("run", "--model", str(bad)), "cannot load model")
     import shutil
     model = tmp_path / "m.tflite"
-    shutil.copy(ROOT / "edge_fer/models/default.tflite", model)
-    meta = json.loads((ROOT / "edge_fer/models/default.json").read_text())
+    shutil.copy(SHIPPED_NETWORK, model)
+    meta = json.loads(SHIPPED_NETWORK.with_suffix(".json").read_text())
     meta["labels"] = ["happy", "sad"]
     (tmp_path / "m.json").write_text(json.dumps(meta))
     assert_one_line_error(run_cli("predict", str(SAMPLE), "--model", str(model)), "labels list 2")

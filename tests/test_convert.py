@@ -209,8 +209,11 @@ def test_edgetpu_compiler_output_gets_metadata(keras_file, data, tmp_path, capsy
 def test_ship_copies_model_metadata_and_reports(exported, trained_run, tmp_path):
     _, results = exported
     run_dir, _ = trained_run
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "stale_member.tflite").write_bytes(b"an earlier shipped ensemble's member")
     dest = tmp_path / "models" / "default.tflite"
-    ship(results["int8"].path, run_dir, model_dest=dest, docs_dir=tmp_path / "docs")
+    ship(results["int8"].path, run_dir, models_dir=tmp_path / "models", docs_dir=tmp_path / "docs")
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["default.json", "default.tflite"]
     assert load_metadata(dest).quantization == "int8"
     assert load_classifier(dest).labels == FER2013_LABELS
     for name in ("default.verify.json", "metrics.json", "confusion_matrix.png", "curves.png",

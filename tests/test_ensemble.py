@@ -252,3 +252,46 @@ def test_members_with_different_input_sizes_are_refused(built, tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith("error: ensemble members take different input sizes"), err
     assert "tiny_int8.tflite 48x48" in err[-1] and "small.tflite 32x32" in err[-1]
+
+
+def test_shipping_an_ensemble_replaces_the_shipped_model(built, tmp_path):
+    """ship_ensemble: default.json (kind ensemble) + its members, nothing stale; ``--model`` not needed to load it."""
+    from convert.ship import ship_ensemble
+
+    out, data = built
+    models, docs = tmp_path / "models", tmp_path / "docs"
+    models.mkdir()
+    for stale in ("default.tflite", "default.json", "old.tflite"):
+        (models / stale).write_text("an earlier shipped model")
+    ship_ensemble(out / "ens_average.json", models_dir=models, docs_dir=docs)
+    assert sorted(p.name for p in models.iterdir()) == ["default.json", "tiny_float32.json", "tiny_float32.tflite",
+                                                        "tiny_int8.json", "tiny_int8.tflite"]
+    assert {"results.md", "ensemble_report.json"} <= {p.name for p in docs.iterdir()}
+    clf = load_classifier(models / "default.json")
+    test = load_splits(data, seed=1234).test
+    assert np.allclose(clf.predict(test.x), load_classifier(out / "ens_average.json").predict(test.x))
+
+
+def test_ship_only_when_the_gain_is_beyond_the_noise(built, tmp_path, capsys):
+    """``training ensemble --ship`` keeps the shipped model for a gain whose interval reaches 0, ships one above."""
+    from training.ensemble import Row, _ship
+
+    out, _ = built
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "default.tflite").write_text("the shipped single model")
+    dest = {"models_dir": models, "docs_dir": tmp_path / "docs"}
+    path = out / "ens_average.json"
+    _ship(Row(path.name, "average", 0.5, None, (0.004, -0.002, 0.01), 0.1, path), path, **dest)
+    assert (models / "default.tflite").exists() and "within the noise" in capsys.readouterr().err
+    _ship(Row(path.name, "average", 0.5, None, (0.02, 0.01, 0.03), 0.1, path), path, **dest)
+    assert not (models / "default.tflite").exists() and load_classifier(models / "default.json").labels
+
+
+def test_info_counts_every_file_of_the_ensemble(built):
+    out, _ = built
+    proc = run_cli("info", "--model", str(out / "ens_tree.json"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    model = json.loads(proc.stdout)["model"]
+    assert model["kind"] == "ensemble" and model["exists"]
+    assert model["size_bytes"] == sum(p.stat().st_size for p in [out / "ens_tree.json", *(out / m.name for m in MEMBERS)])

@@ -63,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N val and N test faces (smoke tests)")
     p.add_argument("--timing-runs", type=int, default=200, help="batch-1 predictions timed per model (1 thread)")
     p.add_argument("--seed", type=int, default=1234, help="folds, tree ties and bootstrap (train's seed carves val)")
+    p.add_argument("--ship", action="store_true",
+                   help="make the recommended combiner edge-fer's default model, only if its test gain over the best "
+                        "member lies above the noise (95%% bootstrap interval above 0)")
 
 
 @dataclass
@@ -188,7 +191,21 @@ def run(args: argparse.Namespace) -> list[Row]:
         _add_figures(path, rows[-1], fit)
     chosen = max(fitted, key=lambda k: fitted[k].cv_accuracy)
     _write_reports(args, rows, fitted, chosen, files[best].name)
+    if args.ship:
+        _ship(next(r for r in rows if r.kind == chosen), args.out / f"{args.name}_{chosen}.json")
     return rows
+
+
+def _ship(row: Row, path: Path, **dest: Path) -> None:
+    """Ship the chosen ensemble as the default (``dest``: ``ship_ensemble``'s folders), or say why not."""
+    if not row.gain or row.gain[1] <= 0:
+        print(f"not shipped: {path.name}'s gain over the best member is within the noise (or unmeasured); "
+              f"the shipped model stays", file=sys.stderr)
+        return
+    from convert.ship import ship_ensemble
+
+    for written in ship_ensemble(path, **dest):
+        print(f"shipped {written}", file=sys.stderr)
 
 
 def _data(args: argparse.Namespace, first: TFLiteClassifier) -> tuple[LabeledFaces, LabeledFaces | None]:

@@ -102,15 +102,35 @@ def _final_op(interp) -> dict | None:
 
 
 def raw(faces_path: str, out_path: str, model: str | None = None) -> dict:
-    """The output tensor, not dequantized, for every face (batch 1, one thread). Where the final op runs
-    outside the XNNPACK delegate, its input (the delegate's result) is kept too: it is still intact after
-    ``invoke`` because nothing runs after the final op."""
+    """The output tensor, not dequantized, for every face (batch 1, one thread), of every network in the model
+    (an ensemble's members side by side, in member order). Where the final op runs outside the XNNPACK
+    delegate, its input (the delegate's result) is kept too: it is still intact after ``invoke`` because
+    nothing runs after the final op."""
+    import numpy as np
+
+    from edge_fer.classifier import DEFAULT_MODEL
+    from edge_fer.metadata import load_metadata
+
+    path = Path(model) if model else DEFAULT_MODEL
+    meta = load_metadata(path)
+    networks = [path.parent / m["file"] for m in meta.extra["members"]] if meta.kind == "ensemble" else [path]
+    faces = np.load(faces_path)
+    results = [_raw_one(network, faces) for network in networks]
+    result = {key: np.concatenate([r[0][key] for r in results], axis=-1) for key in results[0][0]}
+    np.savez(out_path, **result)
+    return {"faces": len(faces), "dtype": str(result["output"].dtype), "model": str(path),
+            "networks": [r[1]["model"] for r in results], "backend": results[0][1]["backend"],
+            "final_op": results[0][1]["final_op"],
+            "seconds_per_face": sum(r[1]["seconds"] for r in results) / max(1, len(faces))}
+
+
+def _raw_one(network: Path, faces) -> tuple[dict, dict]:
+    """One TFLite network's raw outputs on ``faces``, and how they were made."""
     import numpy as np
 
     from edge_fer.classifier import TFLiteClassifier
 
-    faces = np.load(faces_path)
-    classifier = TFLiteClassifier(model, num_threads=1)
+    classifier = TFLiteClassifier(network, num_threads=1)
     interp = classifier.interpreter
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     if int(inp["shape"][0]) != 1:
@@ -130,10 +150,8 @@ def raw(faces_path: str, out_path: str, model: str | None = None) -> dict:
     result = {"output": np.concatenate(outputs)}
     if final:
         result["before_final"] = np.concatenate(before_final)
-    np.savez(out_path, **result)
-    return {"faces": len(faces), "dtype": str(result["output"].dtype), "model": str(classifier.model_path),
-            "backend": classifier.backend, "final_op": final["name"] if final else None,
-            "seconds_per_face": seconds / max(1, len(faces))}
+    return result, {"model": str(classifier.model_path), "backend": classifier.backend,
+                    "final_op": final["name"] if final else None, "seconds": seconds}
 
 
 def faces(out_path: str, n: str, npz: str | None = None) -> dict:
