@@ -135,3 +135,20 @@ def test_bad_data_is_one_line_in_a_real_process(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "training", "train", "--data", str(tmp_path / "nope.npz"),
                            "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert_one_line_error(proc, "dataset not found")
+
+
+def test_run_metrics_match_scikit_learn():
+    """metrics.json's figures come from edge_fer's numpy metrics; they must be scikit-learn's (class 6 never predicted)."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    from training.reports import split_metrics
+
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.integers(0, 7, 500), rng.integers(0, 6, 500)
+    m = split_metrics(y_true, y_pred, FER2013_LABELS)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, labels=range(7), average="macro", zero_division=0))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=range(7), zero_division=0)
+    got = np.array([[c["precision"], c["recall"], c["f1"], c["support"]] for c in m["per_class"].values()])
+    np.testing.assert_allclose(got, np.stack([p, r, f, s], 1))
+    assert np.array(m["confusion"]).sum() == 500 and m["n"] == 500

@@ -16,22 +16,20 @@ matplotlib.use("Agg")  # files only: workstations and CI may have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score  # noqa: E402
+from sklearn.metrics import classification_report, confusion_matrix  # noqa: E402
+
+from edge_fer.evaluate import metrics  # noqa: E402
 
 
 def split_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-class precision/recall/F1 for one split."""
-    idx = list(range(len(labels)))
-    report = classification_report(y_true, y_pred, labels=idx, target_names=list(labels),
-                                   output_dict=True, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=idx, average="macro", zero_division=0)),
-        "n": int(len(y_true)),
-        "per_class": {name: {k: float(report[name][k]) for k in ("precision", "recall", "f1-score", "support")}
-                      for name in labels},
-        "confusion": confusion_matrix(y_true, y_pred, labels=idx).tolist(),
-    }
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix for one split.
+
+    Computed by the device's own :func:`edge_fer.evaluate.metrics`, so a run's metrics.json and
+    ``edge-fer eval`` report the same figures in the same format.
+    """
+    result = metrics(np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64), tuple(labels)).to_dict()
+    del result["labels"]  # metrics.json names them once, at the top
+    return result
 
 
 def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], path: Path, title: str) -> None:
