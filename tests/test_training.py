@@ -152,3 +152,25 @@ def test_run_metrics_match_scikit_learn():
     got = np.array([[c["precision"], c["recall"], c["f1"], c["support"]] for c in m["per_class"].values()])
     np.testing.assert_allclose(got, np.stack([p, r, f, s], 1))
     assert np.array(m["confusion"]).sum() == 500 and m["n"] == 500
+
+
+def test_resume_with_a_new_rate_and_a_cosine_schedule(trained_run, tmp_path):
+    """--resume continues the history; --lr restarts the rate and --lr-schedule cosine anneals it from there."""
+    import argparse
+    import shutil
+
+    from training import train
+
+    run_dir, _ = trained_run
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    data = json.loads((run_dir / "metrics.json").read_text())["data"]
+    metrics = train.run(parser.parse_args([
+        "--data", data, "--out", str(out), "--arch", "edge-cnn", "--width", "4", "--epochs", "3", "--batch-size",
+        "64", "--limit", "210", "--verbose", "0", "--resume", "--lr", "0.01", "--lr-schedule", "cosine"]))
+    rates = train._read_history(out / "history.csv")["learning_rate"]
+    assert len(rates) == 3 and metrics["epochs"] == 3 and metrics["lr_schedule"] == "cosine"
+    assert rates[1:] == pytest.approx([0.01, train.cosine_lr(0.5, 0.01)], rel=1e-5)
+    assert train.cosine_lr(0, 1) == 1 and train.cosine_lr(1, 1) == pytest.approx(0.01) == train.cosine_lr(7, 1)

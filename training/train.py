@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import shutil
 import sys
@@ -45,6 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3; seed-cnn 1e-4)")
+    p.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
+                   help="plateau (default): halve the LR when val loss stalls; cosine: anneal from --lr to 1%% of it "
+                        "over the --max-minutes budget (else over --epochs), the better use of a fixed CPU budget. "
+                        "With --resume, --lr restarts from that rate")
     p.add_argument("--patience", type=int, default=12, help="EarlyStopping patience on val accuracy")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this wall time")
     p.add_argument("--label-smoothing", type=float, default=0.0)
@@ -118,7 +123,10 @@ def run(args: argparse.Namespace) -> dict:
         model = keras.models.load_model(args.out / "last.keras")
         with open(history_csv) as f:
             initial_epoch = sum(1 for _ in f) - 1
-        print(f"resuming {args.out} at epoch {initial_epoch + 1}", file=sys.stderr)
+        if args.lr:
+            model.optimizer.learning_rate.assign(args.lr)
+        lr = float(model.optimizer.learning_rate.numpy())
+        print(f"resuming {args.out} at epoch {initial_epoch + 1}, learning rate {lr:g}", file=sys.stderr)
     else:
         model = build(args.arch, x_train.shape[1:], n_classes, **hp)
         model.compile(optimizer=keras.optimizers.Adam(lr),
@@ -128,12 +136,18 @@ def run(args: argparse.Namespace) -> dict:
         {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}, indent=2) + "\n")
 
     started = time.time()
+    if args.lr_schedule == "cosine":
+        budget = args.max_minutes * 60 if args.max_minutes else None
+        schedule = cosine_callback(lr, lambda epoch: (time.time() - started) / budget if budget else
+                                   (epoch - initial_epoch) / max(1, args.epochs - initial_epoch))
+    else:
+        schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                     patience=max(2, args.patience // 3), min_lr=1e-6)
     callbacks = [
         keras.callbacks.ModelCheckpoint(args.out / "best.keras", monitor="val_accuracy", save_best_only=True),
         keras.callbacks.ModelCheckpoint(args.out / "last.keras"),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.patience),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, args.patience // 3),
-                                          min_lr=1e-6),
+        schedule,  # before the CSV log: both schedules put the epoch's learning rate into the logs
         keras.callbacks.CSVLogger(history_csv, append=args.resume),
     ]
     if args.max_minutes:
@@ -162,7 +176,8 @@ def run(args: argparse.Namespace) -> dict:
                "scaling": DEFAULT_SCALING.to_dict(), "input_size": list(x_train.shape[1:3]),
                "ferplus_mix": args.ferplus_mix if args.ferplus else 0.0,
                "label_smoothing": args.label_smoothing, "class_weights_power": args.class_weights,
-               "augment": not args.no_augment, "hyperparameters": {**hp, "lr": lr}},
+               "augment": not args.no_augment, "lr_schedule": args.lr_schedule,
+               "hyperparameters": {**hp, "lr": lr}},
         history=history)
     line = f"val acc {metrics['val']['accuracy']:.4f}"
     if "test" in metrics:
@@ -211,6 +226,30 @@ def deadline_callback(deadline: float, on_stop: Callable[[int], None] | None = N
                     on_stop(epoch)
 
     return Deadline()
+
+
+def cosine_lr(progress: float, lr: float, floor: float = 0.01) -> float:
+    """Half a cosine from ``lr`` (progress 0) down to ``floor * lr`` (progress 1 and beyond)."""
+    return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress)))))
+
+
+def cosine_callback(lr: float, progress: Callable[[int], float]):
+    """Set the learning rate at each epoch's start from ``progress(epoch)``, the share of the budget spent.
+
+    A time budget on a shared CPU fits an unknown number of epochs, so the schedule follows the
+    clock, not the epoch count: the run still ends annealed however slow its epochs were.
+    """
+    from .tf_env import keras
+
+    class Cosine(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.model.optimizer.learning_rate.assign(cosine_lr(progress(epoch), lr))
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
+
+    return Cosine()
 
 
 def _read_history(path: Path) -> dict[str, list[float]]:
