@@ -118,11 +118,12 @@ def run(args: argparse.Namespace) -> dict:
 
     args.out.mkdir(parents=True, exist_ok=True)
     history_csv = args.out / "history.csv"
-    initial_epoch = 0
+    initial_epoch, best_so_far = 0, None
     if args.resume:
         model = keras.models.load_model(args.out / "last.keras")
-        with open(history_csv) as f:
-            initial_epoch = sum(1 for _ in f) - 1
+        earlier = _read_history(history_csv)
+        initial_epoch = len(earlier.get("loss", []))
+        best_so_far = max(earlier.get("val_accuracy", [])) if earlier.get("val_accuracy") else None
         if args.lr:
             model.optimizer.learning_rate.assign(args.lr)
         lr = float(model.optimizer.learning_rate.numpy())
@@ -144,7 +145,8 @@ def run(args: argparse.Namespace) -> dict:
         schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                      patience=max(2, args.patience // 3), min_lr=1e-6)
     callbacks = [
-        keras.callbacks.ModelCheckpoint(args.out / "best.keras", monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(args.out / "best.keras", monitor="val_accuracy", save_best_only=True,
+                                        initial_value_threshold=best_so_far),  # a resumed run keeps a better best
         keras.callbacks.ModelCheckpoint(args.out / "last.keras"),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.patience),
         schedule,  # before the CSV log: both schedules put the epoch's learning rate into the logs
