@@ -38,8 +38,8 @@ examples:
       also NAME_int8_b1.tflite (batch 1, as the Coral compiler requires), its op check,
       and NAME_int8_b1_edgetpu.tflite when edgetpu_compiler is installed (x86-64 Linux)
   python -m convert --run runs/edge-cnn --ship
-      make the int8 model edge-fer's default (edge_fer/models/default.tflite) and copy
-      the run's reports to docs/model/
+      make the int8 model edge-fer's default (edge_fer/models/default.tflite, replacing
+      whatever was shipped, an ensemble included) and copy the run's reports to docs/model/
 
 errors are printed as one line starting with "error:" and exit with status 2.
 """
