@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from edge_fer.classifier import MODELS_DIR, load_classifier
+from edge_fer.ensemble import member_paths
 from edge_fer.errors import ModelError
 from edge_fer.metadata import load_metadata, metadata_path
 
@@ -65,16 +66,16 @@ def ship_ensemble(ensemble_json: Path, models_dir: Path = MODELS_DIR, docs_dir: 
     meta = load_metadata(ensemble_json)
     if meta.kind != "ensemble":
         raise ModelError(f"{ensemble_json}: not an ensemble (kind {meta.kind!r})")
-    members = [ensemble_json.parent / m["file"] for m in meta.extra.get("members", [])]
-    for m in members:
+    members = {}
+    for m in member_paths(ensemble_json, meta):
         if m.parent != ensemble_json.parent:
             raise ModelError(f"{ensemble_json}: member {m.name} is not in the ensemble's folder")
-        load_metadata(m)  # exists and matches its sha256
+        members[m] = load_metadata(m)  # exists and matches its sha256
     _clear(models_dir, docs_dir)
     written = []
-    for m in members:
+    for m, member_meta in members.items():
         _copy_model(m, models_dir / m.name)
-        run = load_metadata(m).source.get("run")
+        run = member_meta.source.get("run")
         if run and Path(run).is_dir():
             copy_run_reports(Path(run), docs_dir / m.stem)
         written += [models_dir / m.name, metadata_path(models_dir / m.name)]

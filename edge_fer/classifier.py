@@ -67,9 +67,9 @@ class TFLiteModel:
     classifier below is one such model, the GA+RF classifier's feature extractor another.
     """
 
-    def __init__(self, model_path: str | Path | None = None, num_threads: int | None = None,
+    def __init__(self, model_path: str | Path, num_threads: int | None = None,
                  edgetpu: bool = False, metadata: ModelMetadata | None = None):
-        self.model_path = Path(model_path) if model_path else DEFAULT_MODEL
+        self.model_path = Path(model_path)  # the shipped default is load_classifier's to resolve: it may be an ensemble
         self.metadata = metadata or load_metadata(self.model_path)
         self.interpreter, backend = make_interpreter(self.model_path, num_threads, edgetpu)
         self.backend = backend.name + ("+edgetpu" if edgetpu else "")
@@ -140,7 +140,7 @@ class TFLiteModel:
 class TFLiteClassifier(TFLiteModel):
     """A TFLite emotion model: one output per label, probabilities or logits (as its metadata says)."""
 
-    def __init__(self, model_path: str | Path | None = None, num_threads: int | None = None,
+    def __init__(self, model_path: str | Path, num_threads: int | None = None,
                  edgetpu: bool = False, metadata: ModelMetadata | None = None):
         super().__init__(model_path, num_threads, edgetpu, metadata)
         self.labels = self.metadata.labels

@@ -261,6 +261,7 @@ def bench(camera, source, models, threads_list, edgetpu, det_width, min_neighbor
           full_detect_every, frames, warmup, as_json):
     """Per-stage latency (p50/p90/p99) and end-to-end FPS; one row per model and thread count."""
     from .bench import SyntheticSource, bench_one, decode_all, format_stages, format_table
+    from .classifier import DEFAULT_MODEL
     from .pipeline import Pipeline
     from .runner import run_loop
     from .sources import open_source
@@ -274,8 +275,6 @@ def bench(camera, source, models, threads_list, edgetpu, det_width, min_neighbor
     buffered = decode_all(src, frames + warmup)
     if not buffered.frames:
         raise EdgeFerError(f"no frames could be read from {buffered.name}")
-    from .classifier import DEFAULT_MODEL
-
     rows = []
     for model in models or (None,):
         for threads in threads_list or (None,):

@@ -184,6 +184,16 @@ def check_members(members: Sequence[Any], names: Sequence[str]) -> None:
                              f"in {name0}, {m.metadata.face_margin} in {name}")
 
 
+def member_paths(model_path: str | Path, meta: ModelMetadata) -> list[Path]:
+    """The member model files an ensemble's metadata names (``extra.members``, relative to its JSON)."""
+    members = meta.extra.get("members")
+    if not isinstance(members, list) or not members or not all(
+            isinstance(m, dict) and isinstance(m.get("file"), str) for m in members):
+        raise ModelError(f"{metadata_path(model_path).name}: an ensemble needs extra.members, a list of "
+                         f"{{\"file\": ...}}")
+    return [metadata_path(model_path).parent / m["file"] for m in members]
+
+
 class EnsembleClassifier:
     """Members' probabilities -> combiner; implements :class:`edge_fer.classifier.Classifier`."""
 
@@ -192,14 +202,10 @@ class EnsembleClassifier:
         self.model_path = metadata_path(model_path)
         self.metadata = metadata or load_metadata(model_path)
         where = self.model_path.name
-        members = self.metadata.extra.get("members")
-        if not isinstance(members, list) or not members or not all(
-                isinstance(m, dict) and isinstance(m.get("file"), str) for m in members):
-            raise ModelError(f"{where}: an ensemble needs extra.members, a list of {{\"file\": ...}}")
+        self.member_paths = member_paths(self.model_path, self.metadata)
         if self.metadata.flip_average:
             raise ModelError(f"{where}: mirror averaging is set on each member, not on the ensemble")
-        self.member_paths = [self.model_path.parent / m["file"] for m in members]
-        for path, m in zip(self.member_paths, members):
+        for path, m in zip(self.member_paths, self.metadata.extra["members"]):
             if not path.is_file():
                 raise ModelError(f"{where}: member model not found: {path}")
             if m.get("sha256") and sha256_of(path) != m["sha256"]:

@@ -19,7 +19,9 @@ from .metadata import ModelMetadata, load_metadata, metadata_path
 def model_files(model: Path, meta: ModelMetadata) -> list[Path]:
     """Every file a model loads: an ensemble's members and a GA+RF model's forest and backbone are part of it."""
     if meta.kind == "ensemble":
-        return [metadata_path(model), *(model.parent / m.get("file", "") for m in meta.extra.get("members", []))]
+        from .ensemble import member_paths
+
+        return [metadata_path(model), *member_paths(model, meta)]
     if meta.kind == "ga-rf":
         from .garf import artifact_files
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edge_fer.bench import write_sample_video
 from edge_fer.classifier import DEFAULT_MODEL
+from edge_fer.ensemble import member_paths
 from edge_fer.metadata import load_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ def _shipped_network() -> Path:
     """The shipped single TFLite network: the default model, or the first member when an ensemble ships."""
     if DEFAULT_MODEL.suffix == ".tflite":
         return DEFAULT_MODEL
-    return DEFAULT_MODEL.parent / load_metadata(DEFAULT_MODEL).extra["members"][0]["file"]
+    return member_paths(DEFAULT_MODEL, load_metadata(DEFAULT_MODEL))[0]
 
 
 SHIPPED_NETWORK = _shipped_network()

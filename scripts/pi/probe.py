@@ -109,11 +109,12 @@ def raw(faces_path: str, out_path: str, model: str | None = None) -> dict:
     import numpy as np
 
     from edge_fer.classifier import DEFAULT_MODEL
+    from edge_fer.ensemble import member_paths
     from edge_fer.metadata import load_metadata
 
     path = Path(model) if model else DEFAULT_MODEL
     meta = load_metadata(path)
-    networks = [path.parent / m["file"] for m in meta.extra["members"]] if meta.kind == "ensemble" else [path]
+    networks = member_paths(path, meta) if meta.kind == "ensemble" else [path]
     faces = np.load(faces_path)
     results = [_raw_one(network, faces) for network in networks]
     keys = [k for k in results[0][0] if all(k in r[0] for r in results)]
