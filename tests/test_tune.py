@@ -15,7 +15,8 @@ from synthetic import write_npz  # noqa: E402
 from training.__main__ import main  # noqa: E402
 from training.models import build, hyperparameters  # noqa: E402
 from training.tf_env import keras  # noqa: E402
-from training.tune import TunedConfig  # noqa: E402
+from training.train import cosine_lr  # noqa: E402
+from training.tune import TunedConfig, _annealed  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +53,7 @@ def test_random_search_writes_trials_and_the_best_config(searched):
     assert set(best.model) == {"width", "kernel", "dropout", "l2", "activation"} and best.lr in (3e-4, 1e-3, 3e-3)
     assert best.model["width"] == 4 and best.model["activation"] == "leaky_relu"
     search = json.loads((searched / "search.json").read_text())
-    assert search["budget"] == {"trials": 2, "epochs": 1, "max_minutes": 40.0, "train_samples": 6000}
+    assert search["budget"] == {"trials": 2, "epochs": 1, "max_minutes": 45.0, "train_samples": 10000}
     assert search["request"]["fixed"] == {"width": 4, "activation": "leaky_relu"} and search["trials"] == 2
 
 
@@ -75,6 +76,21 @@ def test_hyperband_stops_at_the_time_budget(data, tmp_path):
     rows = trials(out)
     assert len(rows) == 1 and rows[0]["status"] == "COMPLETED" and rows[0]["epochs"] == "1"
     assert not any(k.startswith("tuner/") for k in TunedConfig.read(out / "best_config.json").model)
+
+
+def test_each_trial_anneals_from_its_own_learning_rate():
+    """Short trials are compared at the end of a cosine schedule, each from the rate it drew."""
+    annealed, x, y = _annealed(), [[0.0, 1.0]] * 8, [[1.0, 0.0]] * 8
+    for lr in (3e-3, 1e-3):  # one callback serves the whole search
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy")
+        seen: list[float] = []
+        record = keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: seen.append(float(model.optimizer.learning_rate.numpy())))
+        model.fit(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y), epochs=4, verbose=0,
+                  callbacks=[annealed, record])
+        assert seen == pytest.approx([cosine_lr(epoch / 4, lr) for epoch in range(4)], rel=1e-5)
+        assert seen[0] == pytest.approx(lr) and seen[-1] < lr / 5
 
 
 def test_trainer_takes_the_best_config(searched, data, tmp_path):
