@@ -139,8 +139,8 @@ def run(args: argparse.Namespace) -> dict:
     started = time.time()
     if args.lr_schedule == "cosine":
         budget = args.max_minutes * 60 if args.max_minutes else None
-        schedule = cosine_callback(lr, lambda epoch: (time.time() - started) / budget if budget else
-                                   (epoch - initial_epoch) / max(1, args.epochs - initial_epoch))
+        schedule = cosine_callback(lambda epoch, epochs: (time.time() - started) / budget if budget else
+                                   (epoch - initial_epoch) / max(1, epochs - initial_epoch), lr)
     else:
         schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                      patience=max(2, args.patience // 3), min_lr=1e-6)
@@ -235,17 +235,23 @@ def cosine_lr(progress: float, lr: float, floor: float = 0.01) -> float:
     return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress)))))
 
 
-def cosine_callback(lr: float, progress: Callable[[int], float]):
-    """Set the learning rate at each epoch's start from ``progress(epoch)``, the share of the budget spent.
+def cosine_callback(progress: Callable[[int, int], float], lr: float | None = None):
+    """Set the learning rate at each epoch's start from ``progress(epoch, epochs)``, the share of the budget spent.
 
-    A time budget on a shared CPU fits an unknown number of epochs, so the schedule follows the
-    clock, not the epoch count: the run still ends annealed however slow its epochs were.
+    A time budget on a shared CPU fits an unknown number of epochs, so ``train`` passes a
+    progress that follows the clock, not the epoch count: the run still ends annealed however
+    slow its epochs were. ``epochs`` is the fit's own (Hyperband gives each bracket its own).
+    With ``lr=None`` each fit anneals from the rate its model was compiled with, so one callback
+    serves every trial of a search.
     """
     from .tf_env import keras
 
     class Cosine(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.lr = float(self.model.optimizer.learning_rate.numpy()) if lr is None else lr
+
         def on_epoch_begin(self, epoch, logs=None):
-            self.model.optimizer.learning_rate.assign(cosine_lr(progress(epoch), lr))
+            self.model.optimizer.learning_rate.assign(cosine_lr(progress(epoch, self.params["epochs"]), self.lr))
 
         def on_epoch_end(self, epoch, logs=None):
             if logs is not None:

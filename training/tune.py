@@ -231,20 +231,11 @@ def _annealed():
     A short trial at a constant rate ends wherever its last noisy step left it: 5 epochs on 6000
     faces at a fixed rate scored 17-25% val accuracy (chance is 14%), which ranks nothing. Ending
     every trial annealed compares configurations at the end of a (short) schedule, as ``train
-    --lr-schedule cosine`` will use them. Hyperband's continued trials read their epoch budget
-    from Keras (``params["epochs"]``), so each bracket anneals over its own length.
+    --lr-schedule cosine`` will use them.
     """
-    from .tf_env import keras
-    from .train import cosine_lr
+    from .train import cosine_callback
 
-    class Annealed(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.lr = float(self.model.optimizer.learning_rate.numpy())  # the trial's own hyperparameter
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.model.optimizer.learning_rate.assign(cosine_lr(epoch / max(1, self.params["epochs"]), self.lr))
-
-    return Annealed()
+    return cosine_callback(lambda epoch, epochs: epoch / max(1, epochs))
 
 
 def _no_new_trials(oracle):
