@@ -174,3 +174,59 @@ def test_resume_with_a_new_rate_and_a_cosine_schedule(trained_run, tmp_path):
     assert len(rates) == 3 and metrics["epochs"] == 3 and metrics["lr_schedule"] == "cosine"
     assert rates[1:] == pytest.approx([0.01, train.cosine_lr(0.5, 0.01)], rel=1e-5)
     assert train.cosine_lr(0, 1) == 1 and train.cosine_lr(1, 1) == pytest.approx(0.01) == train.cosine_lr(7, 1)
+
+
+def test_distilling_from_a_teacher_mixes_its_device_probabilities(trained_run, tmp_path):
+    """--teacher runs the teacher through edge_fer (preprocessing, combiner) and records it in metrics.json."""
+    import argparse
+
+    from edge_fer.classifier import load_classifier
+    from support import FIXTURES
+    from training import train
+    from training.data import teacher_targets
+
+    teacher = FIXTURES / "tiny_int8.tflite"
+    x, _ = faces(21)
+    soft = teacher_targets(teacher, x, FER2013_LABELS)
+    np.testing.assert_allclose(soft, load_classifier(teacher).predict(x), rtol=1e-6)
+    np.testing.assert_allclose(soft.sum(1), 1, rtol=1e-5)
+
+    run_dir, _ = trained_run
+    data = json.loads((run_dir / "metrics.json").read_text())["data"]
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    metrics = train.run(parser.parse_args([
+        "--data", data, "--out", str(tmp_path / "run"), "--width", "4", "--epochs", "1", "--batch-size", "64",
+        "--limit", "210", "--verbose", "0", "--teacher", str(teacher), "--teacher-mix", "0.7"]))
+    assert metrics["teacher"] == str(teacher) and metrics["teacher_mix"] == 0.7
+    assert (tmp_path / "run" / "model.keras").exists()
+
+
+@pytest.mark.parametrize("case", ["mix out of range", "labels differ", "corrupt teacher"])
+def test_a_bad_teacher_is_a_one_line_error(tmp_path, capsys, case):
+    import shutil
+
+    from support import FIXTURES
+    from training.__main__ import main
+
+    data = write_npz(tmp_path / "d.npz", {"train": 28, "val": 14})
+    teacher, mix, fragment = FIXTURES / "tiny_int8.tflite", "0.5", ""
+    if case == "mix out of range":
+        mix, fragment = "1.5", "give a share between 0 and 1"
+    elif case == "labels differ":
+        teacher = tmp_path / "t.tflite"
+        shutil.copy(FIXTURES / "tiny_int8.tflite", teacher)
+        meta = json.loads((FIXTURES / "tiny_int8.json").read_text())
+        meta["labels"] = ["anger", *meta["labels"][1:]]
+        (tmp_path / "t.json").write_text(json.dumps(meta))
+        fragment = "differ from the data's"
+    else:
+        teacher = tmp_path / "t.tflite"
+        teacher.write_bytes(b"not a model")
+        fragment = "t.tflite"
+    rc = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1", "--verbose", "0",
+               "--teacher", str(teacher), "--teacher-mix", mix])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+    assert not (tmp_path / "run").exists()

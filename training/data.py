@@ -1,4 +1,4 @@
-"""Training data: FER2013 splits through ``edge_fer.datasets``, FER+ soft targets, class weights.
+"""Training data: FER2013 splits through ``edge_fer.datasets``, FER+ and teacher soft targets, class weights.
 
 Splits follow the dataset: train = Training (fit), val = PublicTest (early stopping, model
 choice), test = PrivateTest (reported once at the end, never used to fit or choose).
@@ -72,6 +72,27 @@ def ferplus_targets(votes_path: str | Path, split: str, fer_labels: np.ndarray, 
     usable = reliable & (total[:, 0] > 0)
     dist = np.where(usable[:, None], dist / np.maximum(total, 1), one_hot)
     return (1 - mix) * one_hot + mix * dist
+
+
+def teacher_targets(model_path: str | Path, x: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
+    """A trained model's probabilities for each uint8 face in ``x``: soft targets for distillation.
+
+    The teacher is anything ``edge_fer`` loads (an int8 TFLite model, an ensemble), run through the
+    device's own path (its preprocessing, mirror averaging, combiner), so a student learns what
+    the deployed teacher says, not a float twin of it. An ensemble too slow for the Pi's budget
+    can teach a single network that fits it.
+    """
+    from edge_fer.classifier import load_classifier
+    from edge_fer.evaluate import predict_all
+
+    teacher = load_classifier(model_path)
+    if tuple(teacher.labels) != tuple(labels):
+        raise DataError(f"teacher {model_path}: its labels ({', '.join(teacher.labels)}) differ from the "
+                        f"data's ({', '.join(labels)})")
+    if tuple(teacher.input_size) != tuple(x.shape[1:3]):
+        raise DataError(f"teacher {model_path} takes {teacher.input_size[0]}x{teacher.input_size[1]} faces, "
+                        f"the data has {x.shape[1]}x{x.shape[2]}")
+    return predict_all(teacher, x).astype(np.float32)
 
 
 def class_weights(y: np.ndarray, n_classes: int, power: float = 0.5) -> np.ndarray:

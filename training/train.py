@@ -57,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight classes by inverse frequency ** POWER (0 = off, 0.5 = damped, 1 = full)")
     p.add_argument("--ferplus", type=Path, default=None, help="ferplus_votes.npz for soft targets")
     p.add_argument("--ferplus-mix", type=float, default=0.5, help="share of the FER+ vote distribution in targets")
+    p.add_argument("--teacher", type=Path, default=None, metavar="MODEL",
+                   help="distil: mix this model's probabilities (any model edge-fer runs, e.g. an ensemble .json) "
+                        "into the training targets")
+    p.add_argument("--teacher-mix", type=float, default=0.5, help="share of the teacher's probabilities in targets")
     p.add_argument("--no-augment", action="store_true", help="turn off flip/shift/rotate/zoom/brightness/contrast")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke tests)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.keras")
@@ -73,10 +77,18 @@ def run(args: argparse.Namespace) -> dict:
     args.arch = args.arch or (config.arch if config else "edge-cnn")
     if args.resume and not (args.out / "last.keras").exists():
         raise EdgeFerError(f"--resume: no checkpoint {args.out / 'last.keras'}")
-    from .data import class_weights, ferplus_targets, load_splits
+    if not 0 <= args.teacher_mix <= 1:
+        raise EdgeFerError(f"--teacher-mix {args.teacher_mix:g}: give a share between 0 and 1")
+    from .data import class_weights, ferplus_targets, load_splits, teacher_targets
 
-    # Data first: a bad dataset is reported before TensorFlow loads and prints its start-up banner.
+    # Data first: a bad dataset or teacher is reported before TensorFlow loads and prints its start-up banner.
     splits = load_splits(args.data, seed=args.seed)
+    train = splits.train
+    if args.limit:
+        train.x, train.y = train.x[: args.limit], train.y[: args.limit]
+    labels = FER2013_LABELS
+    n_classes = len(labels)
+    teacher = teacher_targets(args.teacher, train.x, labels) if args.teacher else None
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0" if args.arch in NEEDS_ONEDNN_OFF else "1")
     from .models import ARCHITECTURES, build, hyperparameters
     from .reports import write_reports
@@ -95,11 +107,6 @@ def run(args: argparse.Namespace) -> dict:
                            f"(it takes {', '.join(hyperparameters(args.arch))})")
     lr = args.lr or (config.lr if config else None) or (1e-4 if args.arch == "seed-cnn" else 1e-3)
     keras.utils.set_random_seed(args.seed)
-    train = splits.train
-    if args.limit:
-        train.x, train.y = train.x[: args.limit], train.y[: args.limit]
-    labels = FER2013_LABELS
-    n_classes = len(labels)
 
     x_train = scale_pixels(train.x, DEFAULT_SCALING)[..., None]
     x_val = scale_pixels(splits.val.x, DEFAULT_SCALING)[..., None]
@@ -109,6 +116,8 @@ def run(args: argparse.Namespace) -> dict:
         y_train = ferplus_targets(args.ferplus, "train", train.y, args.ferplus_mix)
     else:
         y_train = np.eye(n_classes, dtype=np.float32)[train.y]
+    if teacher is not None:
+        y_train = (1 - args.teacher_mix) * y_train + args.teacher_mix * teacher
     y_val = np.eye(n_classes, dtype=np.float32)[splits.val.y]
     sample_w = (class_weights(train.y, n_classes, args.class_weights)[train.y] if args.class_weights
                 else np.ones(len(train), np.float32))
@@ -177,6 +186,8 @@ def run(args: argparse.Namespace) -> dict:
                "wall_time_s": round(wall, 1), "train_images": len(train), "data": str(args.data),
                "scaling": DEFAULT_SCALING.to_dict(), "input_size": list(x_train.shape[1:3]),
                "ferplus_mix": args.ferplus_mix if args.ferplus else 0.0,
+               "teacher": str(args.teacher) if args.teacher else None,
+               "teacher_mix": args.teacher_mix if args.teacher else 0.0,
                "label_smoothing": args.label_smoothing, "class_weights_power": args.class_weights,
                "augment": not args.no_augment, "lr_schedule": args.lr_schedule,
                "hyperparameters": {**hp, "lr": lr}},
