@@ -230,3 +230,17 @@ def test_a_bad_teacher_is_a_one_line_error(tmp_path, capsys, case):
     lines = [line for line in err.splitlines() if line.strip()]
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_past_the_last_epoch_is_a_one_line_error(trained_run, tmp_path, capsys):
+    """--epochs is the last epoch number, so a resumed run needs more than it already has."""
+    import shutil
+
+    from training.__main__ import main
+
+    run_dir, _ = trained_run
+    shutil.copytree(run_dir, tmp_path / "run")
+    data = json.loads((run_dir / "metrics.json").read_text())["data"]
+    rc = main(["train", "--data", data, "--out", str(tmp_path / "run"), "--resume", "--epochs", "1"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and "already has 1 epoch and" in lines[0] and "--epochs 31" in lines[0], lines

@@ -43,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activation", choices=("relu", "leaky_relu"), default=None,
                    help="edge-cnn/seed-cnn activation (default relu; LEAKY_RELU does not map to the Edge TPU)")
     p.add_argument("--out", required=True, type=Path, help="run folder (created)")
-    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--epochs", type=int, default=60,
+                   help="last epoch (default 60); with --resume it counts the run's earlier epochs too")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3; seed-cnn 1e-4)")
     p.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
@@ -77,6 +78,11 @@ def run(args: argparse.Namespace) -> dict:
     args.arch = args.arch or (config.arch if config else "edge-cnn")
     if args.resume and not (args.out / "last.keras").exists():
         raise EdgeFerError(f"--resume: no checkpoint {args.out / 'last.keras'}")
+    if args.resume and (args.out / "history.csv").exists():
+        done = len(_read_history(args.out / "history.csv").get("loss", []))
+        if done >= args.epochs:  # Keras would return at once, and a cosine schedule would never run
+            raise EdgeFerError(f"--resume: {args.out} already has {done} epoch{'s' * (done != 1)} and --epochs {args.epochs} is the "
+                               f"last epoch number: give more (e.g. --epochs {done + 30})")
     if not 0 <= args.teacher_mix <= 1:
         raise EdgeFerError(f"--teacher-mix {args.teacher_mix:g}: give a share between 0 and 1")
     from .data import class_weights, ferplus_targets, load_splits, teacher_targets
