@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.resume and (args.out / "history.csv").exists():
         done = len(_read_history(args.out / "history.csv").get("loss", []))
         if done >= args.epochs:  # Keras would return at once, and a cosine schedule would never run
-            raise EdgeFerError(f"--resume: {args.out} already has {done} epoch{'s' * (done != 1)} and --epochs {args.epochs} is the "
-                               f"last epoch number: give more (e.g. --epochs {done + 30})")
+            raise EdgeFerError(f"--resume: {args.out} already has {done} epoch{'s' * (done != 1)} and --epochs "
+                               f"{args.epochs} is the last epoch number: give more (e.g. --epochs {done + 30})")
     if not 0 <= args.teacher_mix <= 1:
         raise EdgeFerError(f"--teacher-mix {args.teacher_mix:g}: give a share between 0 and 1")
     from .data import class_weights, ferplus_targets, load_splits, teacher_targets
