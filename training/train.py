@@ -78,11 +78,13 @@ def run(args: argparse.Namespace) -> dict:
     args.arch = args.arch or (config.arch if config else "edge-cnn")
     if args.resume and not (args.out / "last.keras").exists():
         raise EdgeFerError(f"--resume: no checkpoint {args.out / 'last.keras'}")
-    if args.resume and (args.out / "history.csv").exists():
-        done = len(_read_history(args.out / "history.csv").get("loss", []))
-        if done >= args.epochs:  # Keras would return at once, and a cosine schedule would never run
-            raise EdgeFerError(f"--resume: {args.out} already has {done} epoch{'s' * (done != 1)} and --epochs "
-                               f"{args.epochs} is the last epoch number: give more (e.g. --epochs {done + 30})")
+    history_csv = args.out / "history.csv"
+    earlier = _read_history(history_csv) if args.resume and history_csv.exists() else {}
+    initial_epoch = len(earlier.get("loss", []))
+    if args.resume and initial_epoch >= args.epochs:  # Keras would return at once, a cosine schedule never run
+        raise EdgeFerError(f"--resume: {args.out} already has {initial_epoch} epoch{'s' * (initial_epoch != 1)} "
+                           f"and --epochs {args.epochs} is the last epoch number: give more "
+                           f"(e.g. --epochs {initial_epoch + 30})")
     if not 0 <= args.teacher_mix <= 1:
         raise EdgeFerError(f"--teacher-mix {args.teacher_mix:g}: give a share between 0 and 1")
     from .data import class_weights, ferplus_targets, load_splits, teacher_targets
@@ -132,13 +134,9 @@ def run(args: argparse.Namespace) -> dict:
                                augment=not args.no_augment)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    history_csv = args.out / "history.csv"
-    initial_epoch, best_so_far = 0, None
+    best_so_far = max(earlier["val_accuracy"]) if earlier.get("val_accuracy") else None
     if args.resume:
         model = keras.models.load_model(args.out / "last.keras")
-        earlier = _read_history(history_csv)
-        initial_epoch = len(earlier.get("loss", []))
-        best_so_far = max(earlier.get("val_accuracy", [])) if earlier.get("val_accuracy") else None
         if args.lr:
             model.optimizer.learning_rate.assign(args.lr)
         lr = float(model.optimizer.learning_rate.numpy())
