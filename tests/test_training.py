@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from edge_fer.datasets import available_splits, load_split
 from edge_fer.errors import DataError
 from edge_fer.labels import FER2013_LABELS
+from support import ROOT
 from synthetic import faces, write_csv, write_folder, write_npz
 from training.data import load_splits
 
@@ -127,10 +131,7 @@ def test_bad_data_is_a_one_line_error(tmp_path, capsys, case):
 
 def test_bad_data_is_one_line_in_a_real_process(tmp_path):
     """As a process, stderr is the file descriptor: TensorFlow's start-up banner must not come before the error."""
-    import subprocess
-    import sys
-
-    from support import ROOT, assert_one_line_error
+    from support import assert_one_line_error
 
     proc = subprocess.run([sys.executable, "-m", "training", "train", "--data", str(tmp_path / "nope.npz"),
                            "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -244,3 +245,51 @@ def test_resume_past_the_last_epoch_is_a_one_line_error(trained_run, tmp_path, c
     rc = main(["train", "--data", data, "--out", str(tmp_path / "run"), "--resume", "--epochs", "1"])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and len(lines) == 1 and "already has 1 epoch and" in lines[0] and "--epochs 31" in lines[0], lines
+
+
+def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
+    """scripts/device-train, both halves: pack faces here, train on JAX with no TensorFlow, convert here.
+
+    A lent GPU machine holds JAX and PyTorch but no TensorFlow. The train half runs under an
+    import hook that makes TensorFlow unimportable (not ``sys.modules['tensorflow'] = None``:
+    Keras asks whether that name is in sys.modules), and the run it brings back converts to
+    int8 with TensorFlow and runs on the device path like any run trained here.
+    """
+    pytest.importorskip("jax")
+    pytest.importorskip("training.tf_env", reason="needs TensorFlow")
+    import tarfile
+
+    from convert.__main__ import main as convert_main
+    from edge_fer.classifier import load_classifier
+
+    data = write_npz(tmp_path / "d.npz", {"train": 280, "val": 70, "test": 70})
+    script = str(ROOT / "scripts" / "device-train")
+    subprocess.run([sys.executable, script, "pack", "--data", str(data), "--dest", str(tmp_path / "pack"),
+                    "--no-wheels"], check=True, capture_output=True, timeout=120)
+    assert not list((tmp_path / "pack").glob("test*")), "test faces never leave the workstation"
+    hook = tmp_path / "no_tensorflow"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class NoTensorFlow:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'tensorflow': raise ModuleNotFoundError('no tensorflow here')\n"
+        "sys.meta_path.insert(0, NoTensorFlow())\n")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, script, "train", "--pack", str(tmp_path / "pack"), "--runs", str(tmp_path / "there"),
+         "--out", str(out), "--minutes", "0.01", "--run", "tiny=--width 4 --batch-size 64"],
+        env={**os.environ, "PYTHONPATH": str(hook), "OUT": ""}, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stderr + (out / "tiny.log").read_text())[-3000:]
+    assert "no tensorflow here" not in (out / "tiny.log").read_text()
+    with tarfile.open(out / "tiny.tar.gz") as tar:
+        tar.extractall(tmp_path / "runs", filter="data")
+    run = tmp_path / "runs" / "tiny"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["backend"] == "jax" and metrics["epochs"] == 1 and "test" not in metrics
+    assert not (run / "best.keras").exists()  # only what the trip back needs
+    assert convert_main(["--run", str(run), "--data", str(data), "--flip-average", "off"]) == 0
+    verify = json.loads((run / "model_int8.verify.json").read_text())
+    assert "test" in verify["splits"]  # scored here, where the test faces are
+    clf = load_classifier(run / "model_int8.tflite", num_threads=1)
+    assert clf.metadata.quantization == "int8" and clf.predict(load_splits(data).val.x).shape == (70, 7)

@@ -4,10 +4,10 @@ Every layer here converts to full-integer int8 TFLite and maps to the Edge TPU
 (Conv2D, DepthwiseConv2D, FullyConnected, pooling, Add, ReLU, Softmax); ``convert``'s op
 check verifies it on the converted model. The one exception is ``activation="leaky_relu"``
 (edge-cnn, seed-cnn): LEAKY_RELU is not an Edge TPU op, so each one splits the graph
-between TPU and CPU (see docs/ensembles.md). Augmentation is not part of these models, so
-the exported graph is inference only. Keyword arguments are the hyperparameters that
-``training tune`` searches and ``train --config`` reads; their defaults are the hand-picked
-designs.
+between TPU and CPU (see docs/ensembles.md). Augmentation is not part of these models (the
+trainer wraps it around them for ``fit``), so the exported graph is inference only. Keyword
+arguments are the hyperparameters that ``training tune`` searches and ``train --config``
+reads; their defaults are the hand-picked designs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
-from .tf_env import keras
+from .keras_env import keras
 
 layers = keras.layers
 ACTIVATIONS = ("relu", "leaky_relu")

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0" if args.arch in NEEDS_ONEDNN_OFF else "1")
     from .models import ARCHITECTURES, build, hyperparameters
     from .reports import write_reports
-    from .tf_env import keras
+    from .keras_env import keras
 
     if args.arch not in ARCHITECTURES:
         raise EdgeFerError(f"unknown architecture {args.arch!r}: choose from {', '.join(ARCHITECTURES)}")
@@ -130,12 +130,9 @@ def run(args: argparse.Namespace) -> dict:
     sample_w = (class_weights(train.y, n_classes, args.class_weights)[train.y] if args.class_weights
                 else np.ones(len(train), np.float32))
 
-    ds, val_ds = make_datasets(x_train, y_train, sample_w, x_val, y_val, args.batch_size, args.seed,
-                               augment=not args.no_augment)
-
     args.out.mkdir(parents=True, exist_ok=True)
     best_so_far = max(earlier["val_accuracy"]) if earlier.get("val_accuracy") else None
-    if args.resume:
+    if args.resume:  # the checkpoint is the training graph (augmentation included) with its optimizer state
         model = keras.models.load_model(args.out / "last.keras")
         if args.lr:
             model.optimizer.learning_rate.assign(args.lr)
@@ -143,6 +140,8 @@ def run(args: argparse.Namespace) -> dict:
         print(f"resuming {args.out} at epoch {initial_epoch + 1}, learning rate {lr:g}", file=sys.stderr)
     else:
         model = build(args.arch, x_train.shape[1:], n_classes, **hp)
+        if not args.no_augment:
+            model = with_augmentation(model, args.seed)
         model.compile(optimizer=keras.optimizers.Adam(lr),
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
                       metrics=["accuracy"])
@@ -168,13 +167,14 @@ def run(args: argparse.Namespace) -> dict:
     if args.max_minutes:
         callbacks.append(deadline_callback(
             started + args.max_minutes * 60,
-            lambda epoch: print(f"\ntime budget of {args.max_minutes:.0f} min reached after epoch {epoch + 1}",
+            lambda epoch: print(f"\ntime budget of {args.max_minutes:g} min reached after epoch {epoch + 1}",
                                 file=sys.stderr)))
-    model.fit(ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, verbose=args.verbose)
+    model.fit(x_train, y_train, sample_weight=sample_w, batch_size=args.batch_size, shuffle=True,
+              validation_data=(x_val, y_val), validation_batch_size=512, epochs=args.epochs,
+              initial_epoch=initial_epoch, callbacks=callbacks, verbose=args.verbose)
     wall = time.time() - started
 
-    best = keras.models.load_model(args.out / "best.keras")
+    best = network_of(keras.models.load_model(args.out / "best.keras"))
     best.save(args.out / "model.keras")
     best.save(args.out / "model.h5")
     history = _read_history(history_csv)
@@ -193,6 +193,7 @@ def run(args: argparse.Namespace) -> dict:
                "teacher": str(args.teacher) if args.teacher else None,
                "teacher_mix": args.teacher_mix if args.teacher else 0.0,
                "label_smoothing": args.label_smoothing, "class_weights_power": args.class_weights,
+               "backend": keras.backend.backend(),
                "augment": not args.no_augment, "lr_schedule": args.lr_schedule,
                "hyperparameters": {**hp, "lr": lr}},
         history=history)
@@ -203,29 +204,35 @@ def run(args: argparse.Namespace) -> dict:
     return metrics
 
 
-def make_datasets(x_train: np.ndarray, y_train: np.ndarray, sample_w: np.ndarray, x_val: np.ndarray,
-                  y_val: np.ndarray, batch_size: int, seed: int, augment: bool = True):
-    """The training pipeline (shuffle, batch, augment on the fly, prefetch) and the val batches.
+AUGMENTED = "augmented"  # the name of the training graph, to tell its checkpoints from a bare network's
 
-    The tuner trains through the same pipeline, so a tuned configuration means the same thing here.
+
+def with_augmentation(network, seed: int):
+    """``network`` behind on-the-fly augmentation: the graph ``fit`` trains and the checkpoints hold.
+
+    Keras' random layers act only in training, so validation sees the faces as they are. Being
+    layers (not a ``tf.data`` map), the augmentation runs on any Keras backend and on the
+    accelerator that trains. :func:`network_of` takes the network back out for export. The
+    tuner trains through the same function, so a tuned configuration means the same thing here.
     """
-    from .tf_env import keras, tf
+    from .keras_env import keras
 
-    augmenter = keras.Sequential([
-        keras.layers.RandomFlip("horizontal"),
-        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
-        keras.layers.RandomRotation(0.04, fill_mode="nearest"),  # +-15 degrees
-        keras.layers.RandomZoom(0.1, fill_mode="nearest"),
-        keras.layers.RandomBrightness(0.2, value_range=(0.0, 1.0)),
-        keras.layers.RandomContrast(0.3),
+    layers = keras.layers
+    augment = keras.Sequential([
+        layers.RandomFlip("horizontal", seed=seed),
+        layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed + 1),
+        layers.RandomRotation(0.04, fill_mode="nearest", seed=seed + 2),  # +-15 degrees
+        layers.RandomZoom(0.1, fill_mode="nearest", seed=seed + 3),
+        layers.RandomBrightness(0.2, value_range=(0.0, 1.0), seed=seed + 4),
+        layers.RandomContrast(0.3, value_range=(0.0, 1.0), seed=seed + 5),  # clips to the pixel range
     ], name="augment")
-    ds = (tf.data.Dataset.from_tensor_slices((x_train, y_train, sample_w))
-          .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
-          .batch(batch_size))
-    if augment:
-        ds = ds.map(lambda x, y, w: (tf.clip_by_value(augmenter(x, training=True), 0.0, 1.0), y, w),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE), tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(512)
+    inputs = keras.Input(network.input_shape[1:])
+    return keras.Model(inputs, network(augment(inputs)), name=AUGMENTED)
+
+
+def network_of(model):
+    """The trained network inside a checkpoint of :func:`with_augmentation`'s graph (or the model itself)."""
+    return model.layers[-1] if model.name == AUGMENTED else model
 
 
 def deadline_callback(deadline: float, on_stop: Callable[[int], None] | None = None):
@@ -233,7 +240,7 @@ def deadline_callback(deadline: float, on_stop: Callable[[int], None] | None = N
 
     Checkpoints are already written by then, so nothing is lost; ``on_stop(epoch)`` runs each time it fires.
     """
-    from .tf_env import keras
+    from .keras_env import keras
 
     class Deadline(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -259,7 +266,7 @@ def cosine_callback(progress: Callable[[int, int], float], lr: float | None = No
     With ``lr=None`` each fit anneals from the rate its model was compiled with, so one callback
     serves every trial of a search.
     """
-    from .tf_env import keras
+    from .keras_env import keras
 
     class Cosine(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):

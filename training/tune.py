@@ -177,7 +177,7 @@ def _search(args: argparse.Namespace, request: dict[str, Any], budget: dict[str,
         raise EdgeFerError("the search needs keras-tuner: pip install 'edge-fer[train]'") from None
     from .data import load_splits
     from .models import build
-    from .train import deadline_callback, make_datasets
+    from .train import deadline_callback, with_augmentation
 
     keras.utils.set_random_seed(args.seed)
     splits = load_splits(args.data, seed=args.seed)
@@ -187,10 +187,8 @@ def _search(args: argparse.Namespace, request: dict[str, Any], budget: dict[str,
         train.x, train.y = train.x[idx], train.y[idx]
     n_classes = len(FER2013_LABELS)
     x_train = scale_pixels(train.x, DEFAULT_SCALING)[..., None]
+    x_val = scale_pixels(splits.val.x, DEFAULT_SCALING)[..., None]
     eye = np.eye(n_classes, dtype=np.float32)
-    ds, val_ds = make_datasets(x_train, eye[train.y], np.ones(len(train), np.float32),
-                               scale_pixels(splits.val.x, DEFAULT_SCALING)[..., None], eye[splits.val.y],
-                               args.batch_size, args.seed)
 
     space = SPACES[args.arch]
     hps = kt.HyperParameters()
@@ -202,7 +200,7 @@ def _search(args: argparse.Namespace, request: dict[str, Any], budget: dict[str,
         if "activation" in request["fixed"]:
             values["activation"] = hp.get("activation")
         lr = values.pop("lr")
-        model = build(args.arch, x_train.shape[1:], n_classes, **values)
+        model = with_augmentation(build(args.arch, x_train.shape[1:], n_classes, **values), args.seed)
         model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy", metrics=["accuracy"])
         return model
 
@@ -216,7 +214,9 @@ def _search(args: argparse.Namespace, request: dict[str, Any], budget: dict[str,
     started = time.time()
     deadline = started + args.max_minutes * 60
     try:
-        tuner.search(ds, validation_data=val_ds, epochs=args.epochs, verbose=args.verbose,
+        tuner.search(x_train, eye[train.y], batch_size=args.batch_size, shuffle=True,
+                     validation_data=(x_val, eye[splits.val.y]), validation_batch_size=512,
+                     epochs=args.epochs, verbose=args.verbose,
                      callbacks=[_annealed(), deadline_callback(deadline, _no_new_trials(tuner.oracle))])
     except RuntimeError as exc:  # Keras Tuner gives up after 3 failed trials in a row
         last = [line for line in str(exc).splitlines() if line.strip()]
