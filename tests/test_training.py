@@ -250,10 +250,10 @@ def test_resume_past_the_last_epoch_is_a_one_line_error(trained_run, tmp_path, c
 def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     """scripts/device-train, both halves: pack faces here, train on JAX with no TensorFlow, convert here.
 
-    A lent GPU machine holds JAX and PyTorch but no TensorFlow. The train half runs under an
-    import hook that makes TensorFlow unimportable (not ``sys.modules['tensorflow'] = None``:
-    Keras asks whether that name is in sys.modules), and the run it brings back converts to
-    int8 with TensorFlow and runs on the device path like any run trained here.
+    A lent GPU machine holds JAX and PyTorch but no TensorFlow, DEAP or Keras Tuner. The train
+    half runs under an import hook that makes those unimportable (not ``sys.modules[name] =
+    None``: Keras asks whether a name is in sys.modules), and the run it brings back converts
+    to int8 with TensorFlow and runs on the device path like any run trained here.
     """
     pytest.importorskip("jax")
     pytest.importorskip("training.tf_env", reason="needs TensorFlow")
@@ -273,7 +273,8 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
         "import sys\n"
         "class NoTensorFlow:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'tensorflow': raise ModuleNotFoundError('no tensorflow here')\n"
+        "        if name.split('.')[0] in ('tensorflow', 'deap', 'keras_tuner'):\n"
+        "            raise ModuleNotFoundError(f'no {name} here')\n"
         "sys.meta_path.insert(0, NoTensorFlow())\n")
     out = tmp_path / "out"
     proc = subprocess.run(
@@ -281,7 +282,7 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
          "--out", str(out), "--minutes", "0.01", "--run", "tiny=--width 4 --batch-size 64"],
         env={**os.environ, "PYTHONPATH": str(hook), "OUT": ""}, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stderr + (out / "tiny.log").read_text())[-3000:]
-    assert "no tensorflow here" not in (out / "tiny.log").read_text()
+    assert " here" not in (out / "tiny.log").read_text()
     with tarfile.open(out / "tiny.tar.gz") as tar:
         tar.extractall(tmp_path / "runs", filter="data")
     run = tmp_path / "runs" / "tiny"

@@ -23,7 +23,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,7 +32,9 @@ from edge_fer.garf import FORMAT
 from edge_fer.labels import FER2013_LABELS
 
 from .features import add_backbone_arguments, backbone_scaling, backbone_spec, cached_features, load_data_splits
-from .ga import ForestFitness, GAConfig, plot_history, select_features
+
+if TYPE_CHECKING:
+    from .ga import GAConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,6 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def ga_config(args: argparse.Namespace) -> GAConfig:
+    from .ga import GAConfig  # DEAP on use only: `python -m training train` runs where it is not installed
+
     cfg = GAConfig(population=args.population, generations=args.generations, crossover=args.crossover,
                    mutation=args.mutation, flip=args.flip, tournament=args.tournament, elite=args.elite,
                    init_fraction=args.init_fraction, patience=args.patience, seed=args.seed, jobs=args.jobs)
@@ -103,6 +107,8 @@ def make_forest(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole pipeline; returns the metrics written to ``OUT/metrics.json``."""
     import sklearn
+
+    from .ga import ForestFitness, plot_history, select_features
 
     spec = backbone_spec(args)
     cfg = ga_config(args)
