@@ -294,3 +294,16 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     assert "test" in verify["splits"]  # scored here, where the test faces are
     clf = load_classifier(run / "model_int8.tflite", num_threads=1)
     assert clf.metadata.quantization == "int8" and clf.predict(load_splits(data).val.x).shape == (70, 7)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["pack", "--data", "{tmp}/nope.npz"], "dataset not found"),
+    (["train", "--pack", "{tmp}", "--out", "{tmp}/out", "--run", "a="], "no faces in"),
+])
+def test_device_train_bad_input_is_one_line(tmp_path, argv, fragment):
+    from support import assert_one_line_error
+
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "device-train"),
+                           *(a.format(tmp=tmp_path) for a in argv)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, fragment)
