@@ -247,6 +247,21 @@ def test_resume_past_the_last_epoch_is_a_one_line_error(trained_run, tmp_path, c
     assert rc == 2 and len(lines) == 1 and "already has 1 epoch and" in lines[0] and "--epochs 31" in lines[0], lines
 
 
+def test_resume_keeps_the_run_s_augmentation_setting(trained_run, tmp_path, capsys):
+    """The checkpoint holds the augmentation layers (or not): a resume that flips --no-augment is an error."""
+    import shutil
+
+    from training.__main__ import main
+
+    run_dir, _ = trained_run
+    shutil.copytree(run_dir, tmp_path / "run")
+    data = json.loads((run_dir / "metrics.json").read_text())["data"]
+    rc = main(["train", "--data", data, "--out", str(tmp_path / "run"), "--resume", "--epochs", "5",
+               "--no-augment"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and lines[-1].startswith("error: ") and "drop --no-augment" in lines[-1], lines
+
+
 def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     """scripts/device-train, both halves: pack faces here, train on JAX with no TensorFlow, convert here.
 

@@ -134,6 +134,9 @@ def run(args: argparse.Namespace) -> dict:
     best_so_far = max(earlier["val_accuracy"]) if earlier.get("val_accuracy") else None
     if args.resume:  # the checkpoint is the training graph (augmentation included) with its optimizer state
         model = keras.models.load_model(args.out / "last.keras")
+        if (model.name == AUGMENTED) == args.no_augment:
+            raise EdgeFerError(f"--resume: {args.out} trains {'with' if args.no_augment else 'without'} "
+                               f"augmentation: {'drop' if args.no_augment else 'add'} --no-augment")
         if args.lr:
             model.optimizer.learning_rate.assign(args.lr)
         lr = float(model.optimizer.learning_rate.numpy())
