@@ -263,7 +263,7 @@ def test_resume_keeps_the_run_s_augmentation_setting(trained_run, tmp_path, caps
 
 
 def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
-    """scripts/device-train, both halves: pack faces here, train on JAX with no TensorFlow, convert here.
+    """scripts/device-train, all three steps: pack faces here, train on JAX with no TensorFlow, land here.
 
     A lent GPU machine holds JAX and PyTorch but no TensorFlow, DEAP or Keras Tuner. The train
     half runs under an import hook that makes those unimportable (not ``sys.modules[name] =
@@ -272,9 +272,6 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     """
     pytest.importorskip("jax")
     pytest.importorskip("training.tf_env", reason="needs TensorFlow")
-    import tarfile
-
-    from convert.__main__ import main as convert_main
     from edge_fer.classifier import load_classifier
 
     data = write_npz(tmp_path / "d.npz", {"train": 280, "val": 70, "test": 70})
@@ -298,13 +295,12 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
         env={**os.environ, "PYTHONPATH": str(hook), "OUT": ""}, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stderr + (out / "tiny.log").read_text())[-3000:]
     assert " here" not in (out / "tiny.log").read_text()
-    with tarfile.open(out / "tiny.tar.gz") as tar:
-        tar.extractall(tmp_path / "runs", filter="data")
+    land = [sys.executable, script, "land", str(out), "--runs", str(tmp_path / "runs"), "--data", str(data)]
+    subprocess.run(land, check=True, capture_output=True, timeout=600)  # extract, convert, Edge TPU op check
     run = tmp_path / "runs" / "tiny"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["backend"] == "jax" and metrics["epochs"] == 1 and "test" not in metrics
     assert not (run / "best.keras").exists()  # only what the trip back needs
-    assert convert_main(["--run", str(run), "--data", str(data), "--flip-average", "off"]) == 0
     verify = json.loads((run / "model_int8.verify.json").read_text())
     assert "test" in verify["splits"]  # scored here, where the test faces are
     clf = load_classifier(run / "model_int8.tflite", num_threads=1)
@@ -314,6 +310,7 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
 @pytest.mark.parametrize("argv, fragment", [
     (["pack", "--data", "{tmp}/nope.npz"], "dataset not found"),
     (["train", "--pack", "{tmp}", "--out", "{tmp}/out", "--run", "a="], "no faces in"),
+    (["land", "{tmp}"], "no run archives"),
 ])
 def test_device_train_bad_input_is_one_line(tmp_path, argv, fragment):
     from support import assert_one_line_error
