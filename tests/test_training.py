@@ -311,6 +311,8 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     (["pack", "--data", "{tmp}/nope.npz"], "dataset not found"),
     (["train", "--pack", "{tmp}", "--out", "{tmp}/out", "--run", "a="], "no faces in"),
     (["land", "{tmp}"], "no run archives"),
+    (["train", "--pack", "{tmp}", "--out", "{tmp}/out", "--run", "a b=--width 8"], "distinct names"),
+    (["train", "--pack", "{tmp}", "--out", "{tmp}/out", *[f"--run=r{i}=" for i in range(5)]], "at most 4 runs"),
 ])
 def test_device_train_bad_input_is_one_line(tmp_path, argv, fragment):
     from support import assert_one_line_error
