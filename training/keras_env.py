@@ -8,11 +8,9 @@ to TFLite, which needs TensorFlow, reads it on the workstation as if it were tra
 
 import os
 
-BACKEND = os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-if BACKEND == "tensorflow":
+if os.environ.setdefault("KERAS_BACKEND", "tensorflow") == "tensorflow":
     from .tf_env import keras  # noqa: F401  (sets TensorFlow's oneDNN switch before it loads)
 else:
     import keras  # noqa: F401
 
-__all__ = ["BACKEND", "keras"]
+__all__ = ["keras"]
