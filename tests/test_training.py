@@ -291,13 +291,15 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, script, "train", "--pack", str(tmp_path / "pack"), "--runs", str(tmp_path / "there"),
-         "--out", str(out), "--minutes", "0.01", "--run", "tiny=--width 4 --batch-size 64"],
+         "--out", str(out), "--minutes", "0.01", "--backend", "jax", "--run", "tiny=--width 4 --batch-size 64"],
         env={**os.environ, "PYTHONPATH": str(hook), "OUT": ""}, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, (proc.stderr + (out / "tiny.log").read_text())[-3000:]
-    assert " here" not in (out / "tiny.log").read_text()
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "jax: works" in proc.stdout and "tiny: exit 0, 1 epochs, best val" in proc.stdout, proc.stdout
+    assert [f.name for f in out.iterdir()] == ["tiny.tar.gz"]  # one file per run: a call brings back 8
     land = [sys.executable, script, "land", str(out), "--runs", str(tmp_path / "runs"), "--data", str(data)]
     subprocess.run(land, check=True, capture_output=True, timeout=600)  # extract, convert, Edge TPU op check
     run = tmp_path / "runs" / "tiny"
+    assert " here" not in (run / "train.log").read_text()  # nothing tried TensorFlow, DEAP or Keras Tuner
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["backend"] == "jax" and metrics["epochs"] == 1 and "test" not in metrics
     assert not (run / "best.keras").exists()  # only what the trip back needs
@@ -312,7 +314,7 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     (["train", "--pack", "{tmp}", "--out", "{tmp}/out", "--run", "a="], "no faces in"),
     (["land", "{tmp}"], "no run archives"),
     (["train", "--pack", "{tmp}", "--out", "{tmp}/out", "--run", "a b=--width 8"], "distinct names"),
-    (["train", "--pack", "{tmp}", "--out", "{tmp}/out", *[f"--run=r{i}=" for i in range(5)]], "at most 4 runs"),
+    (["train", "--pack", "{tmp}", "--out", "{tmp}/out", *[f"--run=r{i}=" for i in range(9)]], "at most 8 runs"),
 ])
 def test_device_train_bad_input_is_one_line(tmp_path, argv, fragment):
     from support import assert_one_line_error
