@@ -262,6 +262,39 @@ def test_resume_keeps_the_run_s_augmentation_setting(trained_run, tmp_path, caps
     assert rc == 2 and lines[-1].startswith("error: ") and "drop --no-augment" in lines[-1], lines
 
 
+def test_face_augment_leaves_faces_alone_outside_training_and_at_zero_ranges():
+    from training.augment import FaceAugment
+
+    x = np.random.default_rng(0).random((4, 48, 48, 1), np.float32)
+    assert np.array_equal(np.asarray(FaceAugment(seed=1)(x, training=False)), x)
+    still = FaceAugment(flip=False, shift=0, rotate=0, zoom=0, brightness=0, contrast=0, seed=1)
+    np.testing.assert_allclose(np.asarray(still(x, training=True)), x, atol=1e-5)  # the resampling is exact
+
+
+def test_face_augment_mirrors_about_the_centre():
+    from training.augment import FaceAugment
+
+    x = np.random.default_rng(1).random((32, 48, 48, 1), np.float32)
+    flip = FaceAugment(shift=0, rotate=0, zoom=0, brightness=0, contrast=0, seed=2)
+    out = np.asarray(flip(x, training=True))
+    same = np.isclose(out, x, atol=1e-5).all(axis=(1, 2, 3))
+    mirrored = np.isclose(out, x[:, :, ::-1], atol=1e-5).all(axis=(1, 2, 3))
+    assert (same ^ mirrored).all() and 4 < mirrored.sum() < 28
+
+
+def test_face_augment_varies_faces_within_the_pixel_range_and_round_trips_its_config():
+    from training.augment import FaceAugment
+
+    x, _ = faces(16)
+    x = x[..., None].astype(np.float32) / 255
+    layer = FaceAugment(seed=3)
+    first, second = np.asarray(layer(x, training=True)), np.asarray(layer(x, training=True))
+    assert first.shape == x.shape and first.min() >= 0 and first.max() <= 1
+    assert not np.allclose(first, x) and not np.allclose(first, second)  # a new draw per batch
+    copy = FaceAugment.from_config(layer.get_config())
+    assert (copy.shift, copy.rotate, copy.zoom, copy.seed) == (0.1, 14.4, 0.1, 3)
+
+
 def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     """scripts/device-train, all three steps: pack faces here, train on JAX with no TensorFlow, land here.
 
@@ -294,8 +327,13 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
          "--out", str(out), "--minutes", "0.01", "--backend", "jax", "--run", "tiny=--width 4 --batch-size 64"],
         env={**os.environ, "PYTHONPATH": str(hook), "OUT": ""}, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    assert "jax: works" in proc.stdout and "tiny: exit 0, 1 epochs, best val" in proc.stdout, proc.stdout
+    assert "tiny: exit 0, 1 epochs, best val" in proc.stdout, proc.stdout
     assert [f.name for f in out.iterdir()] == ["tiny.tar.gz"]  # one file per run: a call brings back 8
+    auto = subprocess.run(  # the default backend choice wants a GPU: none here, so no training on the CPU
+        [sys.executable, script, "train", "--pack", str(tmp_path / "pack"), "--runs", str(tmp_path / "there2"),
+         "--out", str(tmp_path / "out2"), "--run", "tiny=--width 4"],
+        env={**os.environ, "PYTHONPATH": str(hook)}, capture_output=True, text=True, timeout=300)
+    assert auto.returncode == 2 and "no Keras backend sees a GPU" in auto.stderr, auto.stdout + auto.stderr
     land = [sys.executable, script, "land", str(out), "--runs", str(tmp_path / "runs"), "--data", str(data)]
     subprocess.run(land, check=True, capture_output=True, timeout=600)  # extract, convert, Edge TPU op check
     run = tmp_path / "runs" / "tiny"

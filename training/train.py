@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     best_so_far = max(earlier["val_accuracy"]) if earlier.get("val_accuracy") else None
     if args.resume:  # the checkpoint is the training graph (augmentation included) with its optimizer state
-        model = keras.models.load_model(args.out / "last.keras")
+        model = load_checkpoint(args.out / "last.keras")
         if (model.name == AUGMENTED) == args.no_augment:
             raise EdgeFerError(f"--resume: {args.out} trains {'with' if args.no_augment else 'without'} "
                                f"augmentation: {'drop' if args.no_augment else 'add'} --no-augment")
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> dict:
               initial_epoch=initial_epoch, callbacks=callbacks, verbose=args.verbose)
     wall = time.time() - started
 
-    best = network_of(keras.models.load_model(args.out / "best.keras"))
+    best = network_of(load_checkpoint(args.out / "best.keras"))
     best.save(args.out / "model.keras")
     best.save(args.out / "model.h5")
     history = _read_history(history_csv)
@@ -213,24 +213,25 @@ AUGMENTED = "augmented"  # the name of the training graph, to tell its checkpoin
 def with_augmentation(network, seed: int):
     """``network`` behind on-the-fly augmentation: the graph ``fit`` trains and the checkpoints hold.
 
-    Keras' random layers act only in training, so validation sees the faces as they are. Being
-    layers (not a ``tf.data`` map), the augmentation runs on any Keras backend and on the
-    accelerator that trains. :func:`network_of` takes the network back out for export. The
-    tuner trains through the same function, so a tuned configuration means the same thing here.
+    The augmentation acts only in training, so validation sees the faces as they are. Being a
+    layer (not a ``tf.data`` map), it runs on any Keras backend and on the accelerator that
+    trains (:class:`training.augment.FaceAugment`). :func:`network_of` takes the network back
+    out for export; :func:`load_checkpoint` reads the checkpoints. The tuner trains through the
+    same function, so a tuned configuration means the same thing here.
     """
+    from .augment import FaceAugment
     from .keras_env import keras
 
-    layers = keras.layers
-    augment = keras.Sequential([
-        layers.RandomFlip("horizontal", seed=seed),
-        layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed + 1),
-        layers.RandomRotation(0.04, fill_mode="nearest", seed=seed + 2),  # +-15 degrees
-        layers.RandomZoom(0.1, fill_mode="nearest", seed=seed + 3),
-        layers.RandomBrightness(0.2, value_range=(0.0, 1.0), seed=seed + 4),
-        layers.RandomContrast(0.3, value_range=(0.0, 1.0), seed=seed + 5),  # clips to the pixel range
-    ], name="augment")
     inputs = keras.Input(network.input_shape[1:])
-    return keras.Model(inputs, network(augment(inputs)), name=AUGMENTED)
+    return keras.Model(inputs, network(FaceAugment(seed=seed, name="augment")(inputs)), name=AUGMENTED)
+
+
+def load_checkpoint(path: Path):
+    """A checkpoint the trainer wrote (best.keras, last.keras), augmentation layer included."""
+    from . import augment  # noqa: F401  (registers FaceAugment with Keras)
+    from .keras_env import keras
+
+    return keras.models.load_model(path)
 
 
 def network_of(model):
