@@ -347,6 +347,39 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     assert clf.metadata.quantization == "int8" and clf.predict(load_splits(data).val.x).shape == (70, 7)
 
 
+def test_device_train_deadline_stops_runs_and_land_uses_the_best_checkpoint(trained_run, tmp_path):
+    """A run still going at --deadline is stopped and sent back; land makes model.keras of best.keras."""
+    import tarfile
+
+    pytest.importorskip("jax")
+    script = str(ROOT / "scripts" / "device-train")
+    data = write_npz(tmp_path / "d.npz", {"train": 280, "val": 70, "test": 70})
+    subprocess.run([sys.executable, script, "pack", "--data", str(data), "--dest", str(tmp_path / "pack"),
+                    "--no-wheels"], check=True, capture_output=True, timeout=120)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, script, "train", "--pack", str(tmp_path / "pack"), "--runs", str(tmp_path / "there"),
+         "--out", str(out), "--backend", "jax", "--deadline", "0.01", "--run", "slow=--width 4"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "slow failed or were stopped" in proc.stderr, proc.stdout + proc.stderr
+    assert "slow: still training at the deadline, stopped" in proc.stdout
+    with tarfile.open(out / "slow.tar.gz") as tar:
+        assert "slow/train.log" in tar.getnames()
+
+    run_dir, _ = trained_run  # as if stopped after its best epoch: best.keras, no model.keras
+    archives = tmp_path / "back"
+    archives.mkdir()
+    with tarfile.open(archives / "cut.tar.gz", "w:gz") as tar:
+        for f in ("best.keras", "metrics.json", "history.csv", "train_config.json"):
+            tar.add(run_dir / f, arcname=f"cut/{f}")
+    land = subprocess.run([sys.executable, script, "land", str(archives), "--runs", str(tmp_path / "runs"),
+                           "--data", json.loads((run_dir / "metrics.json").read_text())["data"], "--no-edgetpu"],
+                          capture_output=True, text=True, timeout=600)
+    assert land.returncode == 0, land.stderr[-2000:]
+    assert (tmp_path / "runs" / "cut" / "model.keras").exists()
+    assert (tmp_path / "runs" / "cut" / "model_int8.tflite").exists()
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["pack", "--data", "{tmp}/nope.npz"], "dataset not found"),
     (["train", "--pack", "{tmp}", "--out", "{tmp}/out", "--run", "a="], "no faces in"),
