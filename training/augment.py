@@ -38,10 +38,10 @@ class FaceAugment(keras.layers.Layer):
     def call(self, x, training=None):
         if not training:
             return x
-        batch, height, width, channels = ops.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
+        batch, height, width = ops.shape(x)[0], x.shape[1], x.shape[2]
 
-        def uniform(low, high, shape=None):
-            return keras.random.uniform(shape or (batch,), low, high, seed=self.seed_generator)
+        def uniform(low, high):  # one draw per face
+            return keras.random.uniform((batch,), low, high, seed=self.seed_generator)
 
         # Output pixel -> source pixel, about the centre: source = A @ (out - c) + c + t.
         theta = uniform(-1.0, 1.0) * (self.rotate * math.pi / 180)
