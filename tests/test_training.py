@@ -171,7 +171,7 @@ def test_resume_with_a_new_rate_and_a_cosine_schedule(trained_run, tmp_path):
     metrics = train.run(parser.parse_args([
         "--data", data, "--out", str(out), "--arch", "edge-cnn", "--width", "4", "--epochs", "3", "--batch-size",
         "64", "--limit", "210", "--verbose", "0", "--resume", "--lr", "0.01", "--lr-schedule", "cosine"]))
-    rates = train._read_history(out / "history.csv")["learning_rate"]
+    rates = train.read_history(out / "history.csv")["learning_rate"]
     assert len(rates) == 3 and metrics["epochs"] == 3 and metrics["lr_schedule"] == "cosine"
     assert rates[1:] == pytest.approx([0.01, train.cosine_lr(0.5, 0.01)], rel=1e-5)
     assert train.cosine_lr(0, 1) == 1 and train.cosine_lr(1, 1) == pytest.approx(0.01) == train.cosine_lr(7, 1)

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.resume and not (args.out / "last.keras").exists():
         raise EdgeFerError(f"--resume: no checkpoint {args.out / 'last.keras'}")
     history_csv = args.out / "history.csv"
-    earlier = _read_history(history_csv) if args.resume and history_csv.exists() else {}
+    earlier = read_history(history_csv) if args.resume and history_csv.exists() else {}
     initial_epoch = len(earlier.get("loss", []))
     if args.resume and initial_epoch >= args.epochs:  # Keras would return at once, a cosine schedule never run
         raise EdgeFerError(f"--resume: {args.out} already has {initial_epoch} epoch{'s' * (initial_epoch != 1)} "
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> dict:
     best = network_of(load_checkpoint(args.out / "best.keras"))
     best.save(args.out / "model.keras")
     best.save(args.out / "model.h5")
-    history = _read_history(history_csv)
+    history = read_history(history_csv)
 
     def predict(x_uint8: np.ndarray) -> np.ndarray:
         return best.predict(scale_pixels(x_uint8, DEFAULT_SCALING)[..., None], batch_size=512, verbose=0).argmax(1)
@@ -286,7 +286,8 @@ def cosine_callback(progress: Callable[[int, int], float], lr: float | None = No
     return Cosine()
 
 
-def _read_history(path: Path) -> dict[str, list[float]]:
+def read_history(path: Path) -> dict[str, list[float]]:
+    """A run's history.csv as one list per column (epoch numbers left out)."""
     with open(path) as f:
         rows = list(csv.DictReader(f))
     return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
