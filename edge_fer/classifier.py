@@ -192,6 +192,9 @@ def load_classifier(model_path: str | Path | None = None, num_threads: int | Non
     path = Path(model_path) if model_path else DEFAULT_MODEL
     if not path.exists():
         raise ModelError(f"model not found: {path}")
+    if path.suffix == ".json" and path.with_suffix(".tflite").exists() \
+            and load_metadata(path, verify_sha=False).kind == "tflite":
+        path = path.with_suffix(".tflite")  # a network's metadata names it: users pass either file
     meta = load_metadata(path)
     factory = CLASSIFIERS.get(meta.kind)
     if factory is None:

@@ -156,3 +156,9 @@ def test_logits_models_get_their_softmax_on_the_device(tmp_path):
     save_metadata(model, meta)
     with pytest.raises(ModelError, match="'output' must be"):
         load_classifier(model)
+
+
+def test_a_networks_metadata_file_loads_the_network():
+    """``--model x.json`` for a single network (not an ensemble) means ``x.tflite``: users pass either file."""
+    clf = load_classifier(metadata_path(SHIPPED_NETWORK), num_threads=1)
+    assert isinstance(clf, TFLiteClassifier) and clf.metadata.sha256 == load_metadata(SHIPPED_NETWORK).sha256
