@@ -155,6 +155,7 @@ def test_run_metrics_match_scikit_learn():
     assert np.array(m["confusion"]).sum() == 500 and m["n"] == 500
 
 
+@pytest.mark.slow
 def test_resume_with_a_new_rate_and_a_cosine_schedule(trained_run, tmp_path):
     """--resume continues the history; --lr restarts the rate and --lr-schedule cosine anneals it from there."""
     import argparse
@@ -177,6 +178,7 @@ def test_resume_with_a_new_rate_and_a_cosine_schedule(trained_run, tmp_path):
     assert train.cosine_lr(0, 1) == 1 and train.cosine_lr(1, 1) == pytest.approx(0.01) == train.cosine_lr(7, 1)
 
 
+@pytest.mark.slow
 def test_distilling_from_a_teacher_mixes_its_device_probabilities(trained_run, tmp_path):
     """--teacher runs the teacher through edge_fer (preprocessing, combiner) and records it in metrics.json."""
     import argparse
@@ -233,6 +235,7 @@ def test_a_bad_teacher_is_a_one_line_error(tmp_path, capsys, case):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_resume_past_the_last_epoch_is_a_one_line_error(trained_run, tmp_path, capsys):
     """--epochs is the last epoch number, so a resumed run needs more than it already has."""
     import shutil
@@ -247,6 +250,7 @@ def test_resume_past_the_last_epoch_is_a_one_line_error(trained_run, tmp_path, c
     assert rc == 2 and len(lines) == 1 and "already has 1 epoch and" in lines[0] and "--epochs 31" in lines[0], lines
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_run_s_augmentation_setting(trained_run, tmp_path, capsys):
     """The checkpoint holds the augmentation layers (or not): a resume that flips --no-augment is an error."""
     import shutil
@@ -295,6 +299,7 @@ def test_face_augment_varies_faces_within_the_pixel_range_and_round_trips_its_co
     assert (copy.shift, copy.rotate, copy.zoom, copy.seed) == (0.1, 14.4, 0.1, 3)
 
 
+@pytest.mark.slow
 def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     """scripts/device-train, all three steps: pack faces here, train on JAX with no TensorFlow, land here.
 
@@ -347,6 +352,7 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     assert clf.metadata.quantization == "int8" and clf.predict(load_splits(data).val.x).shape == (70, 7)
 
 
+@pytest.mark.slow
 def test_device_train_deadline_stops_runs_and_land_uses_the_best_checkpoint(trained_run, tmp_path):
     """A run still going at --deadline is stopped and sent back; land makes model.keras of best.keras."""
     import tarfile
