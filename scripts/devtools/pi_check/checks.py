@@ -111,7 +111,7 @@ def device_tests() -> list[str]:
 
 
 def deselected() -> list[str]:
-    """Node ids of device tests too slow to run emulated (scripts/pi/deselect-under-emulation.txt)."""
+    """Node ids of device tests too slow to run emulated (deselect-under-emulation.txt here)."""
     rows = (line.split("#", 1)[0].strip() for line in DESELECT.read_text().splitlines()) if DESELECT.exists() else ()
     return [row for row in rows if row]
 
