@@ -46,7 +46,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def train_tiny():
     """Run the real trainer for 1 epoch on edge-cnn at width 4: ``train_tiny(data, out) -> metrics``."""
-    pytest.importorskip("training.tf_env", reason="needs TensorFlow")  # imports TF the project way
+    pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")  # imports TF the project way
     from training import train
 
     def run(data: Path, out: Path, limit: int = 210) -> dict:

@@ -22,8 +22,8 @@ from synthetic import write_npz
 pytest.importorskip("sklearn", reason="fitting the meta-learners needs scikit-learn")
 
 from training.__main__ import main  # noqa: E402
-from training.data import load_splits  # noqa: E402
-from training.ensemble import export_logistic, export_tree, fit_combiners  # noqa: E402
+from training.common.data import load_splits  # noqa: E402
+from training.pipelines.ensemble import export_logistic, export_tree, fit_combiners  # noqa: E402
 
 MEMBERS = [FIXTURES / "tiny_int8.tflite", FIXTURES / "tiny_float32.tflite"]
 
@@ -244,10 +244,10 @@ def test_bad_members_are_one_line_errors(built, tmp_path, capsys, case, fragment
 @pytest.mark.slow
 def test_members_with_different_input_sizes_are_refused(built, tmp_path, capsys):
     """A real 32x32 model beside a 48x48 one: the faces would be cropped twice, so the ensemble refuses."""
-    pytest.importorskip("training.tf_env", reason="needs TensorFlow")
+    pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")
     from convert.tflite import to_tflite
     from edge_fer.metadata import ModelMetadata, save_metadata
-    from training.tf_env import keras
+    from training.common.tf_env import keras
 
     inputs = keras.Input((32, 32, 1))
     model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(inputs)))
@@ -283,7 +283,7 @@ def test_shipping_an_ensemble_replaces_the_shipped_model(built, tmp_path):
 @pytest.mark.slow
 def test_ship_only_when_the_gain_is_beyond_the_noise(built, tmp_path, capsys):
     """``training ensemble --ship`` keeps the shipped model for a gain whose interval reaches 0, ships one above."""
-    from training.ensemble import Row, _ship
+    from training.pipelines.ensemble import Row, _ship
 
     out, _ = built
     models = tmp_path / "models"

@@ -87,7 +87,7 @@ def test_backbone_requests_are_checked_before_tensorflow(tmp_path):
 
 @pytest.mark.slow
 def test_xception_features_with_random_weights():
-    pytest.importorskip("training.tf_env", reason="needs TensorFlow")
+    pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")
     from training.features import BackboneSpec, build_backbone, extract
 
     model = build_backbone(BackboneSpec.resolve("xception", "none"))
@@ -100,10 +100,10 @@ def test_xception_features_with_random_weights():
 
 @pytest.mark.slow
 def test_cnn_backbone_is_the_penultimate_layer(trained_run):
-    from convert.tflite import load_keras
+    from training.common.runs import load_keras
     from edge_fer.preprocess import scale_pixels
     from training.features import BackboneSpec, build_backbone, extract
-    from training.tf_env import keras
+    from training.common.tf_env import keras
 
     run_dir, _ = trained_run
     backbone = build_backbone(BackboneSpec.resolve("cnn", cnn=run_dir))
@@ -149,7 +149,7 @@ def test_feature_cache_is_reused_only_for_the_same_request(trained_run, tmp_path
 @pytest.fixture(scope="module")
 def garf_run(trained_run, tmp_path_factory):
     """``(out_dir, metrics, data)`` of a small ``garf`` run on the tiny trained CNN's features."""
-    from training import garf
+    from training.pipelines import garf
 
     run_dir, run_metrics = trained_run
     out = tmp_path_factory.mktemp("garf") / "run"

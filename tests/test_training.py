@@ -15,7 +15,7 @@ from edge_fer.errors import DataError
 from edge_fer.labels import FER2013_LABELS
 from support import ROOT
 from synthetic import faces, write_csv, write_folder, write_npz
-from training.data import load_splits
+from training.common.data import load_splits
 
 
 def test_npz_with_split_keys(tmp_path):
@@ -117,7 +117,7 @@ def _bad_inputs(tmp_path):
     "missing",
     "wrong CSV column", "labels out of range", "empty split"])
 def test_bad_data_is_a_one_line_error(tmp_path, capsys, case):
-    pytest.importorskip("training.tf_env", reason="needs TensorFlow")  # imports TF the project way
+    pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")  # imports TF the project way
     from training.__main__ import main
 
     data, fragment = _bad_inputs(tmp_path)[case]
@@ -142,7 +142,7 @@ def test_run_metrics_match_scikit_learn():
     """metrics.json's figures come from edge_fer's numpy metrics; they must be scikit-learn's (class 6 never predicted)."""
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-    from training.reports import split_metrics
+    from training.common.reports import split_metrics
 
     rng = np.random.default_rng(0)
     y_true, y_pred = rng.integers(0, 7, 500), rng.integers(0, 6, 500)
@@ -186,7 +186,7 @@ def test_distilling_from_a_teacher_mixes_its_device_probabilities(trained_run, t
     from edge_fer.classifier import load_classifier
     from support import FIXTURES
     from training import train
-    from training.data import teacher_targets
+    from training.common.data import teacher_targets
 
     teacher = FIXTURES / "tiny_int8.tflite"
     x, _ = faces(21)
@@ -309,7 +309,7 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     to int8 with TensorFlow and runs on the device path like any run trained here.
     """
     pytest.importorskip("jax")
-    pytest.importorskip("training.tf_env", reason="needs TensorFlow")
+    pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")
     from edge_fer.classifier import load_classifier
 
     data = write_npz(tmp_path / "d.npz", {"train": 280, "val": 70, "test": 70})
