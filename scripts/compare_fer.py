@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Frames per second of edge-fer against the peer package ``fer`` on the same decoded frames.
+"""edge-fer against the peer package ``fer``: frames per second on one video, and fer's FER2013 test accuracy.
 
-Both are timed on frames decoded once up front, so only detection + classification is compared:
-fer's ``FER().detect_emotions`` (Haar on the full frame + its quantized TFLite mini-Xception, through
-``tf.lite.Interpreter``) and edge-fer's ``Pipeline.process`` with its defaults.
+Speed: both are timed on frames decoded once up front, so only detection + classification is
+compared: fer's ``FER().detect_emotions`` (Haar on the full frame + its quantized TFLite
+mini-Xception, through ``tf.lite.Interpreter``) and edge-fer's ``Pipeline.process`` with its defaults.
+
+Accuracy (``--fer2013 NPZ``): fer's classifier on the test split's faces, each prepared as fer
+prepares a detected face (resized to its 64x64 input, scaled to -1..1); edge-fer's own figure on the
+same split is ``edge-fer eval --data NPZ --split test``.
 
     pip install --no-deps fer==25.10.3 && pip install tensorflow-cpu   # fer's own deps minus torch/moviepy
     python scripts/compare_fer.py ../shared/media/video_woman_talking.mp4
+    python scripts/compare_fer.py --fer2013 ../shared/data/fer2013.npz
 """
 
 from __future__ import annotations
@@ -55,10 +60,33 @@ def time_edge_fer(frames: list) -> tuple[float, int]:
     return len(frames) / (time.perf_counter() - t), found
 
 
+def fer_accuracy(npz: str) -> dict:
+    """fer's classifier on FER2013's test faces: accuracy and macro-F1 with edge-fer's metric code."""
+    import numpy as np
+    from fer.fer import FER
+
+    from edge_fer.datasets import load_split
+    from edge_fer.evaluate import metrics
+
+    test = load_split(npz, "test")
+    detector = FER()
+    faces = np.stack([cv2.resize(face, (64, 64)) for face in test.x]).astype(np.float32)
+    probs = detector._classify_emotions((faces / 255.0 - 0.5) * 2.0)  # fer's own preprocessing of a face
+    result = metrics(test.y, np.asarray(probs).argmax(1), test.labels)
+    return {"data": npz, "split": "test", "faces": result.n, "fer_accuracy": round(result.accuracy, 4),
+            "fer_macro_f1": round(result.macro_f1, 4)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("video")
+    parser.add_argument("video", nargs="?", help="the video to time both packages on")
+    parser.add_argument("--fer2013", metavar="NPZ", help="instead: fer's accuracy on this dataset's test split")
     args = parser.parse_args()
+    if args.fer2013:
+        print(json.dumps(fer_accuracy(args.fer2013)))
+        return
+    if not args.video:
+        parser.error("give a VIDEO to time, or --fer2013 NPZ")
     frames = frames_of(args.video)
     fps_e, found_e = time_edge_fer(frames)
     fps_f, found_f = time_fer(frames)

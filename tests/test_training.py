@@ -329,7 +329,8 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, script, "train", "--pack", str(tmp_path / "pack"), "--runs", str(tmp_path / "there"),
-         "--out", str(out), "--minutes", "0.01", "--backend", "jax", "--run", "tiny=--width 4 --batch-size 64"],
+         "--out", str(out), "--minutes", "0.01", "--backend", "jax", "--run", "tiny=--width 4 --batch-size 64",
+         "--deadline", "12"],  # not the default 3 minutes: on a busy 2-core machine one epoch may take longer
         env={**os.environ, "PYTHONPATH": str(hook), "OUT": ""}, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "tiny: exit 0, 1 epochs, best val" in proc.stdout, proc.stdout

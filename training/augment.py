@@ -4,7 +4,7 @@ resampling, then brightness and contrast, for the whole batch at once.
 Why not Keras' own random layers (RandomFlip, RandomTranslation, RandomRotation, RandomZoom,
 RandomBrightness, RandomContrast)? On TensorFlow they cost nothing, but on the JAX and PyTorch
 backends they cost about 330 ms per step of 128 faces on an H200 (a w32 edge-cnn step without
-them takes 2.4 ms on JAX; session 7, docs/device-training.md), so a GPU trained no faster than
+them takes 2.4 ms on JAX; docs/results.md, 2026-11-28), so a GPU trained no faster than
 the workstation's two cores. This layer builds one affine map per face and samples every face
 with a handful of batched ``keras.ops`` (gathers and arithmetic), so it compiles into the
 training step on any backend. One bilinear resampling instead of three also blurs less.
