@@ -62,9 +62,9 @@ def detector_options(f):
 
 
 def _detector(det_width: int, min_neighbors: int, max_faces: int):
-    from .detector import DetectorConfig, FaceDetector
+    from .detectors import make_detector
 
-    return FaceDetector(DetectorConfig(det_width=det_width, min_neighbors=min_neighbors, max_faces=max_faces))
+    return make_detector("haar", det_width=det_width, min_neighbors=min_neighbors, max_faces=max_faces)
 
 
 def _classifier(model: Path | None, threads: int | None, edgetpu: bool):

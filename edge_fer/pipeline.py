@@ -3,7 +3,9 @@
 Detection is the expensive stage, so it is scheduled: every ``detect_every`` frames the
 tracked faces are re-found in small windows around their last boxes, and every
 ``full_detect_every`` frames (or whenever no face is tracked) the whole frame is searched
-for new faces. Classification runs on every frame, all faces in one invoke.
+for new faces. Classification runs on every frame, all faces in one invoke. Where the
+detector gives eye positions (BlazeFace) and ``align`` is on, each face is turned upright
+before it is cropped.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .classifier import Classifier
-from .detector import FaceDetector
+from .detectors import Detection, Detector
 from .preprocess import Box, prepare_faces
 from .sources import Frame
 from .tracker import Tracker
@@ -57,8 +59,8 @@ class FrameResult:
 
 
 class Pipeline:
-    def __init__(self, classifier: Classifier, detector: FaceDetector, tracker: Tracker | None = None,
-                 detect_every: int = 3, full_detect_every: int = 30):
+    def __init__(self, classifier: Classifier, detector: Detector, tracker: Tracker | None = None,
+                 detect_every: int = 3, full_detect_every: int = 30, align: bool = True):
         if detect_every < 1 or full_detect_every < 1:
             raise ValueError("detect_every and full_detect_every must be at least 1")
         self.classifier, self.detector = classifier, detector
@@ -67,6 +69,7 @@ class Pipeline:
         self.full_detect_every = full_detect_every
         self._last_full = -full_detect_every
         self.margin = classifier.metadata.face_margin
+        self.align = align
         self._count = 0
 
     def process(self, frame: Frame) -> FrameResult:
@@ -77,20 +80,21 @@ class Pipeline:
             tracks = self.tracker.active()
             if not tracks or self._count - self._last_full >= self.full_detect_every:
                 # A full-frame pass finds new faces; in between, tracked faces are re-found locally.
-                tracks = self.tracker.update(self.detector.detect(frame.gray))
+                tracks = self._update(self.detector.detect(frame.gray))
                 self._last_full = self._count
             else:
                 near = self.detector.detect_near(frame.gray, [t.box for t in tracks])
-                if any(b is None for b in near):  # a face was lost locally: look at the whole frame now
+                if any(d is None for d in near):  # a face was lost locally: look at the whole frame now
                     near = self.detector.detect(frame.gray)
                     self._last_full = self._count
-                tracks = self.tracker.update([b for b in near if b is not None])
+                tracks = self._update([d for d in near if d is not None])
         else:
             tracks = self.tracker.visible()
         self._count += 1
         t1 = time.perf_counter()
         timings["detect"] = t1 - t0
-        faces = prepare_faces(frame.gray, [t.box for t in tracks], self.classifier.input_size, self.margin)
+        faces = prepare_faces(frame.gray, [t.box for t in tracks], self.classifier.input_size, self.margin,
+                              [t.eyes for t in tracks] if self.align else None)
         t2 = time.perf_counter()
         timings["preprocess"] = t2 - t1
         probs = self.classifier.predict(faces)
@@ -104,17 +108,23 @@ class Pipeline:
         timings["classify"] = time.perf_counter() - t2
         return FrameResult(frame.index, frame.ts, 0.0, results, timings, detected)
 
+    def _update(self, detections: list[Detection]) -> list:
+        return self.tracker.update([d.box for d in detections], [d.eyes for d in detections])
+
     def process_still(self, frame: Frame) -> FrameResult:
         """An unrelated still image: detect every time, no tracking or smoothing across images."""
         t0 = time.perf_counter()
-        faces = classify_image(self.classifier, self.detector, frame.gray)
+        faces = classify_image(self.classifier, self.detector, frame.gray, self.align)
         return FrameResult(frame.index, frame.ts, 0.0, faces, {"classify": time.perf_counter() - t0}, True)
 
 
-def classify_image(classifier: Classifier, detector: FaceDetector, gray: np.ndarray) -> list[FaceResult]:
+def classify_image(classifier: Classifier, detector: Detector, gray: np.ndarray,
+                   align: bool = True) -> list[FaceResult]:
     """All faces of a still image, unsmoothed (``predict`` and image folders)."""
-    boxes = detector.detect(gray)
-    probs = classifier.predict(prepare_faces(gray, boxes, classifier.input_size, classifier.metadata.face_margin))
+    found = detector.detect(gray)
+    boxes = [d.box for d in found]
+    probs = classifier.predict(prepare_faces(gray, boxes, classifier.input_size, classifier.metadata.face_margin,
+                                             [d.eyes for d in found] if align else None))
     out = []
     for i, (box, p) in enumerate(zip(boxes, probs), start=1):
         best = int(np.argmax(p))

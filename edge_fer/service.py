@@ -286,11 +286,11 @@ def make_sinks(s: Settings, source) -> list:
 
 
 def make_pipeline(s: Settings, classifier):
-    from .detector import DetectorConfig, FaceDetector
+    from .detectors import make_detector
     from .pipeline import Pipeline
     from .tracker import Tracker, TrackerConfig
 
-    detector = FaceDetector(DetectorConfig(det_width=s["det_width"], min_neighbors=s["min_neighbors"],
-                                           max_faces=s["max_faces"]))
+    detector = make_detector("haar", det_width=s["det_width"], min_neighbors=s["min_neighbors"],
+                             max_faces=s["max_faces"])
     return Pipeline(classifier, detector, Tracker(TrackerConfig(smoothing=s["smoothing"])), s["detect_every"],
                     s["full_detect_every"])

@@ -42,12 +42,12 @@ def time_fer(frames: list) -> tuple[float, int]:
 
 def time_edge_fer(frames: list) -> tuple[float, int]:
     from edge_fer.classifier import load_classifier
-    from edge_fer.detector import FaceDetector
+    from edge_fer.detectors.haar import HaarDetector
     from edge_fer.pipeline import Pipeline
     from edge_fer.preprocess import to_gray
     from edge_fer.sources import Frame
 
-    pipeline = Pipeline(load_classifier(), FaceDetector())
+    pipeline = Pipeline(load_classifier(), HaarDetector())
     found = 0
     t = time.perf_counter()
     for i, image in enumerate(frames, start=1):

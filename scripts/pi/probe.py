@@ -52,9 +52,9 @@ def env() -> dict:
             failed[name] = f"{exc.__class__.__name__}: {exc}"
     import cv2
 
-    from edge_fer.detector import FaceDetector
+    from edge_fer.detectors.haar import HaarDetector
 
-    FaceDetector()  # loads haarcascade_frontalface_default.xml from the wheel
+    HaarDetector()  # loads haarcascade_frontalface_default.xml from the wheel
     return {
         "machine": platform.machine(),
         "python": platform.python_version(),
@@ -173,12 +173,12 @@ def faces(out_path: str, n: str, npz: str | None = None) -> dict:
     import cv2
 
     from edge_fer.bench import SAMPLE_IMAGE
-    from edge_fer.detector import FaceDetector
+    from edge_fer.detectors.haar import HaarDetector
     from edge_fer.preprocess import resize_face, to_gray
 
     rng = np.random.default_rng(0)
     gray = to_gray(cv2.imread(str(SAMPLE_IMAGE)))
-    boxes = FaceDetector().detect(gray)
+    boxes = [d.box for d in HaarDetector().detect(gray)]
     out = []
     if boxes:
         x, y, w, h = boxes[0]
