@@ -180,7 +180,6 @@ def predict(images, model, threads, edgetpu, det_width, min_neighbors, max_faces
     from .evaluate import bar_chart
     from .outputs import annotate as draw
     from .pipeline import FrameResult, classify_image
-    from .preprocess import to_gray
 
     classifier = _classifier(model, threads, edgetpu)
     detector = _detector(det_width, min_neighbors, max_faces)
@@ -191,7 +190,7 @@ def predict(images, model, threads, edgetpu, det_width, min_neighbors, max_faces
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise EdgeFerError(f"cannot read image {path}")
-        faces = classify_image(classifier, detector, to_gray(image))
+        faces = classify_image(classifier, detector, image)
         if as_json:
             click.echo(json.dumps({"image": str(path), "faces": [f.to_dict() for f in faces]}))
         else:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .classifier import Classifier
 from .detectors import Detection, Detector
-from .preprocess import Box, prepare_faces
+from .preprocess import Box, prepare_faces, to_gray
 from .sources import Frame
 from .tracker import Tracker
 
@@ -80,12 +80,14 @@ class Pipeline:
             tracks = self.tracker.active()
             if not tracks or self._count - self._last_full >= self.full_detect_every:
                 # A full-frame pass finds new faces; in between, tracked faces are re-found locally.
-                tracks = self._update(self.detector.detect(frame.gray))
+                tracks = self._update(detect(self.detector, frame))
                 self._last_full = self._count
             else:
-                near = self.detector.detect_near(frame.gray, [t.box for t in tracks])
+                image, factor = detector_view(self.detector, frame)
+                near = [None if d is None else d.scaled(factor)
+                        for d in self.detector.detect_near(image, [scale_box(t.box, 1 / factor) for t in tracks])]
                 if any(d is None for d in near):  # a face was lost locally: look at the whole frame now
-                    near = self.detector.detect(frame.gray)
+                    near = detect(self.detector, frame)
                     self._last_full = self._count
                 tracks = self._update([d for d in near if d is not None])
         else:
@@ -114,14 +116,35 @@ class Pipeline:
     def process_still(self, frame: Frame) -> FrameResult:
         """An unrelated still image: detect every time, no tracking or smoothing across images."""
         t0 = time.perf_counter()
-        faces = classify_image(self.classifier, self.detector, frame.gray, self.align)
+        faces = classify_image(self.classifier, self.detector, frame, self.align)
         return FrameResult(frame.index, frame.ts, 0.0, faces, {"classify": time.perf_counter() - t0}, True)
 
 
-def classify_image(classifier: Classifier, detector: Detector, gray: np.ndarray,
+def detector_view(detector: Detector, frame: Frame) -> tuple[np.ndarray, float]:
+    """The image the detector looks at (colour where it wants it and the source gave it, else gray) and
+    the factor from its pixels to the gray frame's, in which boxes are reported."""
+    if detector.wants_color and frame.color is not None:
+        return frame.color, frame.gray.shape[1] / frame.color.shape[1]
+    return frame.gray, 1.0
+
+
+def scale_box(box: Box, factor: float) -> Box:
+    return box if factor == 1.0 else tuple(int(round(v * factor)) for v in box)  # type: ignore[return-value]
+
+
+def detect(detector: Detector, frame: Frame) -> list[Detection]:
+    """Faces of the whole frame, in gray-frame pixels."""
+    image, factor = detector_view(detector, frame)
+    return [d.scaled(factor) for d in detector.detect(image)]
+
+
+def classify_image(classifier: Classifier, detector: Detector, frame: Frame | np.ndarray,
                    align: bool = True) -> list[FaceResult]:
-    """All faces of a still image, unsmoothed (``predict`` and image folders)."""
-    found = detector.detect(gray)
+    """All faces of a still image (a Frame, or a gray or BGR array), unsmoothed (``predict`` and image folders)."""
+    if isinstance(frame, np.ndarray):
+        frame = Frame(0, 0.0, to_gray(frame), frame if frame.ndim == 3 else None)
+    found = detect(detector, frame)
+    gray = frame.gray
     boxes = [d.box for d in found]
     probs = classifier.predict(prepare_faces(gray, boxes, classifier.input_size, classifier.metadata.face_margin,
                                              [d.eyes for d in found] if align else None))

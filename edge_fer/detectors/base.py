@@ -38,6 +38,13 @@ class Detection:
     def eyes(self) -> tuple[Point, Point] | None:
         return (self.landmarks[0], self.landmarks[1]) if len(self.landmarks) >= 2 else None
 
+    def scaled(self, factor: float) -> Detection:
+        """The same face in a frame ``factor`` times as wide and tall (colour and gray may differ in size)."""
+        if factor == 1.0:
+            return self
+        return Detection(tuple(int(round(v * factor)) for v in self.box), self.score,  # type: ignore[arg-type]
+                         tuple((px * factor, py * factor) for px, py in self.landmarks))
+
     def shifted(self, dx: int, dy: int) -> Detection:
         """The same face in a frame whose origin lies ``(dx, dy)`` pixels further up and left."""
         x, y, w, h = self.box
@@ -50,6 +57,7 @@ class Detector(ABC):
 
     key: ClassVar[str]
     config_cls: ClassVar[type]
+    wants_color: ClassVar[bool] = False  # finds more faces in BGR than in gray: sources are asked for colour
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.config_cls()

@@ -34,6 +34,7 @@ class BlazeFaceConfig:
 class BlazeFaceDetector(Detector):
     key = "blazeface"
     config_cls = BlazeFaceConfig
+    wants_color = True  # trained on RGB: on faces-detect, full-range recall is 0.66 in colour, 0.46 in gray
     config: BlazeFaceConfig
     spec: ClassVar[AnchorSpec] = SHORT_RANGE
     model_name: ClassVar[str] = "face_detection_short_range.tflite"
