@@ -134,3 +134,8 @@ def format_scores(rows: list[tuple[FaceScore, float | None]], threshold: float) 
         out.append(f"{s.detector:<15} {s.settings:<14} {s.recall:6.3f} {s.precision:6.3f} {s.tp:>4} {s.fp:>4} "
                    f"{s.recall_large:9.3f} {s.ms_per_image:8.2f} {'-' if fps is None else f'{fps:.1f}':>9}")
     return "\n".join(out)
+
+
+def spec_label(key: str, options: dict) -> tuple[str, str]:
+    """(detector, settings) columns for a spec: ``haar``, ``det_width=640``."""
+    return key, ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
