@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .classifier import Classifier
+from .classifier_api import Classifier
 from .datasets import LabeledFaces
 from .errors import ModelError
 
