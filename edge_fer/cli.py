@@ -223,24 +223,32 @@ def _imwrite(path: Path, image) -> None:
               help="labelled faces: .npz (x/y or <split>_x/<split>_y), FER2013 CSV, or a folder of class folders")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @model_options
+@click.option("--detect", is_flag=True,
+              help="DATA is a folder of class folders of whole photos: find faces as `run` does and classify the "
+                   "largest; photos without a face are counted in their own row")
+@detector_options
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="write the confusion matrix PNG")
 @_friendly
-def eval_(data, split, model, threads, edgetpu, as_json, plot):
-    """Accuracy, macro-F1, per-class metrics and confusion matrix on labelled faces."""
+def eval_(data, split, model, threads, edgetpu, detect, det_width, min_neighbors, max_faces, as_json, plot):
+    """Accuracy, macro-F1, per-class metrics, calibration (ECE) and confusion matrix on labelled faces or photos."""
     from .datasets import load_split
     from .evaluate import confusion_image, evaluate
+    from .photo_eval import evaluate_photos
 
     classifier = _classifier(model, threads, edgetpu)
-    faces = load_split(data, split, classifier.input_size, classifier.labels)
-    result = evaluate(classifier, faces)
+    if detect:
+        result = evaluate_photos(classifier, _detector(det_width, min_neighbors, max_faces), data, split)
+    else:
+        result = evaluate(classifier, load_split(data, split, classifier.input_size, classifier.labels))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        click.echo(f"{data} [{split}] with {getattr(classifier, 'model_path', model)} ({classifier.backend})\n")
+        click.echo(f"{data} [{split}{', faces detected' if detect else ''}] with "
+                   f"{getattr(classifier, 'model_path', model)} ({classifier.backend})\n")
         click.echo(result.table())
     if plot is not None:
-        _imwrite(plot, confusion_image(result))
+        _imwrite(plot, confusion_image(result.faces if detect else result))
 
 
 @main.command(context_settings=CONTEXT)
