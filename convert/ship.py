@@ -49,6 +49,9 @@ def ship(model_path: Path, run_dir: Path | None, models_dir: Path = MODELS_DIR,
     dest = models_dir / "default.tflite"
     _copy_model(model_path, dest)
     shutil.copy2(model_path.with_suffix(".verify.json"), docs_dir / "default.verify.json")
+    for suffix in (".calibration.json", ".calibration.png"):  # the temperature fit (convert.calibrate)
+        if model_path.with_suffix(suffix).exists():
+            shutil.copy2(model_path.with_suffix(suffix), docs_dir / f"default{suffix}")
     load_metadata(dest)  # re-checks the sha256 of the copy
     if run_dir is not None:
         copy_run_reports(run_dir, docs_dir)

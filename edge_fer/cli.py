@@ -216,29 +216,38 @@ def _imwrite(path: Path, image) -> None:
 @click.option("--data", required=True, type=click.Path(path_type=Path),
               help="labelled faces: .npz (x/y or <split>_x/<split>_y), FER2013 CSV, or a folder of class folders")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
-@settings_options("classifier")
+@settings_options("classifier", "detector")
+@click.option("--detect", is_flag=True,
+              help="DATA is a folder of class folders of whole photos: find faces as `run` does and classify the "
+                   "largest; photos without a face are counted in their own row")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="write the confusion matrix PNG")
 @_friendly
-def eval_(data, split, given, as_json, plot):
-    """Accuracy, macro-F1, per-class metrics and confusion matrix on labelled faces."""
-    from .build import make_classifier
+def eval_(data, split, given, detect, as_json, plot):
+    """Accuracy, macro-F1, per-class metrics, calibration (ECE) and confusion matrix on labelled faces or photos.
+
+    The detector settings apply with --detect only.
+    """
+    from .build import make_classifier, make_detector
     from .config import resolve
     from .datasets import load_split
     from .evaluate import confusion_image, evaluate
+    from .photo_eval import evaluate_photos
 
     settings = resolve(given, read_secrets=False)
     classifier = make_classifier(settings.classifier)
-    faces = load_split(data, split, classifier.input_size, classifier.labels)
-    result = evaluate(classifier, faces)
+    if detect:
+        result = evaluate_photos(classifier, make_detector(settings.detector), data, split)
+    else:
+        result = evaluate(classifier, load_split(data, split, classifier.input_size, classifier.labels))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         model = getattr(classifier, "model_path", settings.classifier.model)
-        click.echo(f"{data} [{split}] with {model} ({classifier.backend})\n")
+        click.echo(f"{data} [{split}{', faces detected' if detect else ''}] with {model} ({classifier.backend})\n")
         click.echo(result.table())
     if plot is not None:
-        _imwrite(plot, confusion_image(result))
+        _imwrite(plot, confusion_image(result.faces if detect else result))
 
 
 @main.command(context_settings=CONTEXT)

@@ -132,8 +132,7 @@ class TFLiteClassifier(TFLiteModel, ClassifierPlugin):
         n = len(faces)
         if self.metadata.flip_average:  # mirrors ride in the same invoke
             faces = np.concatenate([faces, faces[:, :, ::-1]])
-        scores = self.outputs(faces)
-        probs = _softmax(scores) if self.metadata.output == "logits" else _normalize(scores)
+        probs = probabilities(self.outputs(faces), self.metadata.output, self.metadata.temperature)
         return (probs[:n] + probs[n:]) / 2 if self.metadata.flip_average else probs
 
     @classmethod
@@ -144,6 +143,19 @@ class TFLiteClassifier(TFLiteModel, ClassifierPlugin):
     @classmethod
     def files(cls, model_path: Path, meta: ModelMetadata) -> list[Path]:
         return [cls.entry(model_path)]
+
+
+def probabilities(scores: np.ndarray, output: str, temperature: float = 1.0) -> np.ndarray:
+    """One pass's calibrated probabilities from a network's output rows (``output``: "logits" or "probabilities").
+
+    The temperature (metadata, fitted on val by ``python -m convert calibrate``) makes the top
+    probability a confidence users can read: logits are divided by it before the softmax, and a
+    probability output is raised to ``1/temperature`` and renormalised, which is the same thing.
+    """
+    if output == "logits":
+        return _softmax(scores / temperature)
+    probs = _normalize(scores)
+    return probs if temperature == 1.0 else _normalize(probs ** (1.0 / temperature))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

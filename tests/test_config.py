@@ -248,7 +248,7 @@ def test_config_error_is_an_edge_fer_error():
 # --- every command: options from the one schema, the same layers -------------------------------------------------------
 
 COMMAND_SECTIONS = {"run": ("input", "classifier", "detector", "tracking", "output", "service", "mqtt"),
-                    "predict": ("classifier", "detector"), "eval": ("classifier",),
+                    "predict": ("classifier", "detector"), "eval": ("classifier", "detector"),
                     "bench": ("input.camera", "input.source", "classifier", "detector", "tracking"),
                     "info": ("classifier.model",)}
 
