@@ -49,7 +49,7 @@ errors are printed as one line starting with "error:" and exit with status 2.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-fer-convert", description=DESCRIPTION, epilog=EPILOG,
+    p = argparse.ArgumentParser(prog="python -m convert", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, metavar="DIR",
@@ -99,9 +99,9 @@ def run(args: argparse.Namespace) -> None:
     if not data.exists():
         raise DataError(f"dataset not found: {data}" + ("" if args.data else " (from the run's metrics.json; "
                                                         "pass --data)"))
-    from training.data import load_splits
+    from training.common.data import load_splits
 
-    from .tflite import load_keras
+    from training.common.runs import load_keras
 
     model = load_keras(keras_path)
     # A val split carved from train (datasets without one) must be the one training carved.
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point (``edge-fer-convert``); returns the exit status."""
+    """``python -m convert``; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["calibrate"]:  # fit the temperature of an existing network (no TensorFlow)
         from .calibrate import main as calibrate_main

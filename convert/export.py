@@ -23,8 +23,8 @@ from edge_fer.labels import FER2013_LABELS
 from edge_fer.metadata import ModelMetadata, load_metadata, save_metadata
 from edge_fer.preprocess import DEFAULT_SCALING, Scaling
 
-from training.data import Splits
-from training.tf_env import keras, tf
+from training.common.data import Splits
+from training.common.tf_env import keras, tf
 
 from . import INTEGER_FORMATS
 from .calibrate import calibrate, store, write_report

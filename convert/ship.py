@@ -17,7 +17,7 @@ from edge_fer.ensemble import EnsembleClassifier
 from edge_fer.errors import ModelError
 from edge_fer.metadata import load_metadata, metadata_path
 
-from training.train import copy_run_reports
+from training.common.runs import copy_run_reports
 
 DOCS_DIR = Path(__file__).resolve().parents[1] / "docs" / "model"
 ENSEMBLE_REPORTS = ("results.md", "ensemble_report.json")

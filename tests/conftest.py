@@ -8,6 +8,30 @@ import pytest
 from synthetic import write_npz
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Modules whose every test is slow (module-level ``pytestmark``) and that import TensorFlow when collected:
+# the fast tier does not even import them.
+SLOW_MODULES = frozenset({"test_convert.py", "test_tune.py"})
+# Fixtures that train (the CNN trainer; the ensemble's meta-learners): a test that uses one, directly or through
+# another fixture, trains.
+TRAINING_FIXTURES = frozenset({"train_tiny", "trained_run", "built"})
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """In the fast tier, skip importing the all-slow modules (a TensorFlow import each, for nothing)."""
+    if collection_path.name in SLOW_MODULES and config.getoption("markexpr", "") == "not slow":
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the fast tier (``-m "not slow"``) free of training: a test that trains must carry the slow mark, and so
+    must every test of SLOW_MODULES."""
+    unmarked = [item.nodeid for item in items
+                if (TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_MODULES)
+                and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests train (or sit in an all-slow module) but are not marked "
+                                "@pytest.mark.slow: " + ", ".join(unmarked))
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +46,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def train_tiny():
     """Run the real trainer for 1 epoch on edge-cnn at width 4: ``train_tiny(data, out) -> metrics``."""
-    pytest.importorskip("training.tf_env", reason="needs TensorFlow")  # imports TF the project way
+    pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")  # imports TF the project way
     from training import train
 
     def run(data: Path, out: Path, limit: int = 210) -> dict:

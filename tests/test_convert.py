@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("training.tf_env", reason="needs TensorFlow")  # imports TF the project way
+pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")  # imports TF the project way
 
 from convert import FORMATS  # noqa: E402
 from convert.__main__ import main  # noqa: E402
@@ -27,8 +27,8 @@ from edge_fer.metadata import load_metadata  # noqa: E402
 from edge_fer.preprocess import DEFAULT_SCALING, scale_pixels  # noqa: E402
 from support import FIXTURES, ROOT, assert_one_line_error  # noqa: E402
 from synthetic import faces, write_csv, write_npz  # noqa: E402
-from training.data import load_splits  # noqa: E402
-from training.tf_env import keras  # noqa: E402
+from training.common.data import load_splits  # noqa: E402
+from training.common.tf_env import keras  # noqa: E402
 
 pytestmark = pytest.mark.slow
 INT8_OUTPUTS = ("model_int8.tflite", "model_int8.json", "model_int8.verify.json")

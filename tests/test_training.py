@@ -15,7 +15,7 @@ from edge_fer.errors import DataError
 from edge_fer.labels import FER2013_LABELS
 from support import ROOT
 from synthetic import faces, write_csv, write_folder, write_npz
-from training.data import load_splits
+from training.common.data import load_splits
 
 
 def test_npz_with_split_keys(tmp_path):
@@ -117,7 +117,7 @@ def _bad_inputs(tmp_path):
     "missing",
     "wrong CSV column", "labels out of range", "empty split"])
 def test_bad_data_is_a_one_line_error(tmp_path, capsys, case):
-    pytest.importorskip("training.tf_env", reason="needs TensorFlow")  # imports TF the project way
+    pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")  # imports TF the project way
     from training.__main__ import main
 
     data, fragment = _bad_inputs(tmp_path)[case]
@@ -142,7 +142,7 @@ def test_run_metrics_match_scikit_learn():
     """metrics.json's figures come from edge_fer's numpy metrics; they must be scikit-learn's (class 6 never predicted)."""
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-    from training.reports import split_metrics
+    from training.common.reports import split_metrics
 
     rng = np.random.default_rng(0)
     y_true, y_pred = rng.integers(0, 7, 500), rng.integers(0, 6, 500)
@@ -227,6 +227,7 @@ def test_a_partial_or_corrupt_run_folder_is_a_one_line_error(tmp_path, capsys, c
     assert fragment in err[0], err[0]
 
 
+@pytest.mark.slow
 def test_distilling_from_a_teacher_mixes_its_device_probabilities(trained_run, tmp_path):
     """--teacher runs the teacher through edge_fer (preprocessing, combiner) and records it in metrics.json."""
     import argparse
@@ -234,7 +235,7 @@ def test_distilling_from_a_teacher_mixes_its_device_probabilities(trained_run, t
     from edge_fer.classifier import load_classifier
     from support import FIXTURES
     from training import train
-    from training.data import teacher_targets
+    from training.common.data import teacher_targets
 
     teacher = FIXTURES / "tiny_int8.tflite"
     x, _ = faces(21)
@@ -283,6 +284,7 @@ def test_a_bad_teacher_is_a_one_line_error(tmp_path, capsys, case):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_resume_past_the_last_epoch_is_a_one_line_error(trained_run, tmp_path, capsys):
     """--epochs is the last epoch number, so a resumed run needs more than it already has."""
     import shutil
@@ -297,6 +299,7 @@ def test_resume_past_the_last_epoch_is_a_one_line_error(trained_run, tmp_path, c
     assert rc == 2 and len(lines) == 1 and "already has 1 epoch and" in lines[0] and "--epochs 31" in lines[0], lines
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_run_s_augmentation_setting(trained_run, tmp_path, capsys):
     """The checkpoint holds the augmentation layers (or not): a resume that flips --no-augment is an error."""
     import shutil
@@ -345,6 +348,7 @@ def test_face_augment_varies_faces_within_the_pixel_range_and_round_trips_its_co
     assert (copy.shift, copy.rotate, copy.zoom, copy.seed) == (0.1, 14.4, 0.1, 3)
 
 
+@pytest.mark.slow
 def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     """scripts/device-train, all three steps: pack faces here, train on JAX with no TensorFlow, land here.
 
@@ -354,7 +358,7 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     to int8 with TensorFlow and runs on the device path like any run trained here.
     """
     pytest.importorskip("jax")
-    pytest.importorskip("training.tf_env", reason="needs TensorFlow")
+    pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")
     from edge_fer.classifier import load_classifier
 
     data = write_npz(tmp_path / "d.npz", {"train": 280, "val": 70, "test": 70})
@@ -397,6 +401,7 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     assert clf.metadata.quantization == "int8" and clf.predict(load_splits(data).val.x).shape == (70, 7)
 
 
+@pytest.mark.slow
 def test_device_train_deadline_stops_runs_and_land_uses_the_best_checkpoint(trained_run, tmp_path):
     """A run still going at --deadline is stopped and sent back; land makes model.keras of best.keras."""
     import tarfile

@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> list[Throughput]:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # train's default for edge-cnn
-    from .keras_env import keras
+    from .common.keras_env import keras
     from .models import build
     from .train import with_augmentation
 

@@ -13,11 +13,9 @@ The run folder holds ``model.keras`` (best on val), ``model.h5``, ``last.keras``
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
-import shutil
 import sys
 import time
 import zipfile
@@ -29,6 +27,8 @@ import numpy as np
 from edge_fer.errors import EdgeFerError
 from edge_fer.labels import FER2013_LABELS
 from edge_fer.preprocess import DEFAULT_SCALING, scale_pixels
+
+from .common.runs import read_history, read_run
 
 # Architectures with a strided 1x1 Conv2D, which crashes TF 2.19-2.21's oneDNN path in fit.
 # Everything else keeps oneDNN on: it halves the epoch time on this CPU.
@@ -75,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from .tune import TunedConfig  # no TensorFlow: the architecture must be known before it loads
+    from .tuned import TunedConfig  # no TensorFlow: the architecture must be known before it loads
 
     config = TunedConfig.read(args.config) if args.config else None
     if config and args.arch and args.arch != config.arch:
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict:
                            f"(e.g. --epochs {initial_epoch + 30})")
     if not 0 <= args.teacher_mix <= 1:
         raise EdgeFerError(f"--teacher-mix {args.teacher_mix:g}: give a share between 0 and 1")
-    from .data import class_weights, ferplus_targets, load_splits, teacher_targets
+    from .common.data import class_weights, ferplus_targets, load_splits, teacher_targets
 
     # Data first: a bad dataset or teacher is reported before TensorFlow loads and prints its start-up banner.
     splits = load_splits(args.data, seed=args.seed)
@@ -105,8 +105,8 @@ def run(args: argparse.Namespace) -> dict:
     teacher = teacher_targets(args.teacher, train.x, labels) if args.teacher else None
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0" if args.arch in NEEDS_ONEDNN_OFF else "1")
     from .models import ARCHITECTURES, build, hyperparameters
-    from .reports import write_reports
-    from .keras_env import keras
+    from .common.reports import write_reports
+    from .common.keras_env import keras
 
     if args.arch not in ARCHITECTURES:
         raise EdgeFerError(f"unknown architecture {args.arch!r}: choose from {', '.join(ARCHITECTURES)}")
@@ -230,7 +230,7 @@ def with_augmentation(network, seed: int):
     same function, so a tuned configuration means the same thing here.
     """
     from .augment import FaceAugment
-    from .keras_env import keras
+    from .common.keras_env import keras
 
     inputs = keras.Input(network.input_shape[1:])
     return keras.Model(inputs, network(FaceAugment(seed=seed, name="augment")(inputs)), name=AUGMENTED)
@@ -239,7 +239,7 @@ def with_augmentation(network, seed: int):
 def load_checkpoint(path: Path):
     """A checkpoint the trainer wrote (best.keras, last.keras), augmentation layer included."""
     from . import augment  # noqa: F401  (registers FaceAugment with Keras)
-    from .keras_env import keras
+    from .common.keras_env import keras
 
     try:
         return keras.models.load_model(path)
@@ -258,7 +258,7 @@ def deadline_callback(deadline: float, on_stop: Callable[[int], None] | None = N
 
     Checkpoints are already written by then, so nothing is lost; ``on_stop(epoch)`` runs each time it fires.
     """
-    from .keras_env import keras
+    from .common.keras_env import keras
 
     class Deadline(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -284,7 +284,7 @@ def cosine_callback(progress: Callable[[int, int], float], lr: float | None = No
     With ``lr=None`` each fit anneals from the rate its model was compiled with, so one callback
     serves every trial of a search.
     """
-    from .keras_env import keras
+    from .common.keras_env import keras
 
     class Cosine(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -298,40 +298,3 @@ def cosine_callback(progress: Callable[[int, int], float], lr: float | None = No
                 logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
 
     return Cosine()
-
-
-def read_history(path: Path) -> dict[str, list[float]]:
-    """A run's history.csv as one list per column (epoch numbers left out)."""
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
-
-
-def read_run(out: Path) -> tuple[dict[str, list[float]], dict]:
-    """The history and recorded configuration of a run folder to resume; one clear error if it is not whole.
-
-    A run that stopped (a deadline, a killed session) has ``last.keras``, ``history.csv`` and
-    ``train_config.json``; the checkpoint itself is read later, by Keras.
-    """
-    if not out.is_dir():
-        raise EdgeFerError(f"--resume: no run folder {out}")
-    missing = [name for name in ("last.keras", "history.csv", "train_config.json") if not (out / name).is_file()]
-    if missing:
-        raise EdgeFerError(f"--resume: {out} is not a whole run folder: {', '.join(missing)} missing "
-                           f"(start it again without --resume, or into a new --out)")
-    try:
-        history = read_history(out / "history.csv")
-        recorded = json.loads((out / "train_config.json").read_text())
-    except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise EdgeFerError(f"--resume: {out} has an unreadable history.csv or train_config.json ({exc})") from None
-    if not isinstance(recorded, dict):
-        raise EdgeFerError(f"--resume: {out / 'train_config.json'} is not a JSON object")
-    return history, recorded
-
-
-def copy_run_reports(run_dir: Path, dest: Path) -> None:
-    """Copy a run's human-readable reports (not its weights) to ``dest``, e.g. docs/."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.json", "confusion_matrix.png", "curves.png", "classification_report.txt", "history.csv"):
-        if (run_dir / name).exists():
-            shutil.copy2(run_dir / name, dest / name)
