@@ -1,7 +1,9 @@
 """Workstation side of edge-fer: Keras -> TFLite conversion, verification, Edge TPU checks, shipping.
 
-It imports TensorFlow (through :mod:`training.tf_env`) and :mod:`edge_fer`; ``edge_fer`` never
-imports it, so the device stays free of TensorFlow. The constants here load without TensorFlow,
+It stands on the workstation's common part (:mod:`training.common`: TensorFlow set-up, data, run
+folders, reports) and :mod:`edge_fer`, and on nothing else of :mod:`training`; only the commands
+above it (:mod:`training.pipelines`) import it. ``edge_fer`` never imports it, so the device stays
+free of TensorFlow. The constants here load without TensorFlow,
 so the CLI can parse and reject arguments before paying for that import.
 """
 

@@ -25,7 +25,7 @@ from edge_fer.garf import KIND, GARFClassifier, artifact_files
 from edge_fer.metadata import ModelMetadata, metadata_path, sha256_of
 from edge_fer.preprocess import Scaling
 
-from training.reports import split_metrics
+from training.common.reports import split_metrics
 
 from . import FORMATS, INTEGER_FORMATS
 from .edgetpu import check_ops

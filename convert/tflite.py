@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -22,20 +21,10 @@ from edge_fer.interpreter import quiet_native_stderr
 from edge_fer.labels import FER2013_LABELS
 from edge_fer.preprocess import DEFAULT_SCALING, Scaling, scale_pixels
 
-from training.tf_env import keras, tf
+from training.common.runs import first_line
+from training.common.tf_env import keras, tf
 
 from . import FORMATS, INTEGER_FORMATS
-
-
-def load_keras(path: str | Path) -> keras.Model:
-    """Load a ``.keras``/``.h5`` model for inference; any failure is a one-line ModelError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"Keras model not found: {path}")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ...
-        raise ModelError(f"cannot load Keras model {path}: {_first_line(exc)}") from None
 
 
 def input_size(model: keras.Model, n_labels: int = len(FER2013_LABELS)) -> tuple[int, int]:
@@ -113,7 +102,7 @@ def to_tflite(model: keras.Model, fmt: str, calibration: np.ndarray | None = Non
             return converter.convert()
     except Exception as exc:  # ConverterError, RuntimeError from calibration, ...
         shape = "batch 1" if batch_size else "dynamic batch"
-        raise ModelError(f"{fmt} conversion ({shape}) of {model.name!r} failed: {_first_line(exc)}") from None
+        raise ModelError(f"{fmt} conversion ({shape}) of {model.name!r} failed: {first_line(exc)}") from None
 
 
 @contextlib.contextmanager
@@ -126,8 +115,3 @@ def _quiet():
     with quiet_native_stderr(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__

@@ -20,7 +20,7 @@ from edge_fer.datasets import LabeledFaces
 from edge_fer.metadata import ModelMetadata
 from edge_fer.preprocess import scale_pixels
 
-from training.reports import split_metrics
+from training.common.reports import split_metrics
 
 
 @dataclass

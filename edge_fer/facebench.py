@@ -126,16 +126,12 @@ def score_detector(detector: Detector, label: str, settings: str, images: list[A
 
 def format_scores(rows: list[tuple[FaceScore, float | None]], threshold: float) -> str:
     """One table: the detection figures, and the video's end-to-end FPS where it was measured."""
-    head = (f"{'detector':<15} {'settings':<14} {'recall':>6} {'prec.':>6} {'TP':>4} {'FP':>4} "
+    head = (f"{'detector':<15} {'settings':<16} {'recall':>6} {'prec.':>6} {'TP':>4} {'FP':>4} "
             f"{'rec>=40px':>9} {'ms/image':>8} {'video FPS':>9}")
     out = [f"IoU {threshold}; ms/image: median detect() on the annotated images; video FPS: end-to-end",
            head, "-" * len(head)]
     for s, fps in rows:
-        out.append(f"{s.detector:<15} {s.settings:<14} {s.recall:6.3f} {s.precision:6.3f} {s.tp:>4} {s.fp:>4} "
+        out.append(f"{s.detector:<15} {s.settings:<16} {s.recall:6.3f} {s.precision:6.3f} {s.tp:>4} {s.fp:>4} "
                    f"{s.recall_large:9.3f} {s.ms_per_image:8.2f} {'-' if fps is None else f'{fps:.1f}':>9}")
     return "\n".join(out)
 
-
-def spec_label(key: str, options: dict) -> tuple[str, str]:
-    """(detector, settings) columns for a spec: ``haar``, ``det_width=640``."""
-    return key, ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .classifier import Classifier
+from .classifier_api import Classifier
 from .detectors import Detection, Detector
 from .preprocess import Box, prepare_faces, to_gray
 from .sources import Frame

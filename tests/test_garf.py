@@ -34,6 +34,7 @@ def informative_problem():
     return x[rows], y[rows]
 
 
+@pytest.mark.slow
 def test_ga_finds_the_informative_features():
     x, y = informative_problem()
     fitness = ForestFitness(x[:300], y[:300], x[300:], y[300:], trees=10, penalty=0.2, seed=0)
@@ -47,6 +48,7 @@ def test_ga_finds_the_informative_features():
     assert {"best_fitness", "best_accuracy", "best_size", "mean_fitness", "mean_size"} <= set(history[-1])
 
 
+@pytest.mark.slow
 def test_ga_is_seeded_and_parallel_fitness_changes_nothing():
     x, y = informative_problem()
     fitness = ForestFitness(x[:200], y[:200], x[300:450], y[300:450], trees=5, penalty=0.1, seed=0)
@@ -58,6 +60,7 @@ def test_ga_is_seeded_and_parallel_fitness_changes_nothing():
         assert [r["best_fitness"] for r in serial.history] == [r["best_fitness"] for r in other.history]
 
 
+@pytest.mark.slow
 def test_ga_stops_when_fitness_stalls():
     result = select_features(lambda mask: (1.0, 1.0), 10, GAConfig(population=4, generations=20, patience=2))
     assert result.stopped_early and len(result.history) == 3
@@ -82,8 +85,9 @@ def test_backbone_requests_are_checked_before_tensorflow(tmp_path):
         BackboneSpec.resolve("cnn", cnn=tmp_path)
 
 
+@pytest.mark.slow
 def test_xception_features_with_random_weights():
-    pytest.importorskip("training.tf_env", reason="needs TensorFlow")
+    pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")
     from training.features import BackboneSpec, build_backbone, extract
 
     model = build_backbone(BackboneSpec.resolve("xception", "none"))
@@ -94,11 +98,12 @@ def test_xception_features_with_random_weights():
     np.testing.assert_allclose(feats[3:], extract(model, x[3:], progress=False), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cnn_backbone_is_the_penultimate_layer(trained_run):
-    from convert.tflite import load_keras
+    from training.common.runs import load_keras
     from edge_fer.preprocess import scale_pixels
     from training.features import BackboneSpec, build_backbone, extract
-    from training.tf_env import keras
+    from training.common.tf_env import keras
 
     run_dir, _ = trained_run
     backbone = build_backbone(BackboneSpec.resolve("cnn", cnn=run_dir))
@@ -114,6 +119,7 @@ def test_cnn_backbone_is_the_penultimate_layer(trained_run):
                                model.predict(scale_pixels(x)[..., None], verbose=0), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_feature_cache_is_reused_only_for_the_same_request(trained_run, tmp_path, monkeypatch):
     from edge_fer.preprocess import DEFAULT_SCALING
     from training import features
@@ -143,7 +149,7 @@ def test_feature_cache_is_reused_only_for_the_same_request(trained_run, tmp_path
 @pytest.fixture(scope="module")
 def garf_run(trained_run, tmp_path_factory):
     """``(out_dir, metrics, data)`` of a small ``garf`` run on the tiny trained CNN's features."""
-    from training import garf
+    from training.pipelines import garf
 
     run_dir, run_metrics = trained_run
     out = tmp_path_factory.mktemp("garf") / "run"
@@ -156,6 +162,7 @@ def garf_run(trained_run, tmp_path_factory):
     return out, garf.run(args), run_metrics["data"]
 
 
+@pytest.mark.slow
 def test_pipeline_writes_reports_and_device_files(garf_run):
     out, metrics, _ = garf_run
     for name in ("metrics.json", "confusion_matrix.png", "classification_report.txt", "ga_history.csv",
@@ -173,6 +180,7 @@ def test_pipeline_writes_reports_and_device_files(garf_run):
     assert meta["flip_average"] == device["flip_average"]
 
 
+@pytest.mark.slow
 def test_artifact_round_trip(garf_run, tmp_path):
     import joblib
 
@@ -202,6 +210,7 @@ def test_artifact_round_trip(garf_run, tmp_path):
     assert clf.predict(x[:0]).shape == (0, 7)
 
 
+@pytest.mark.slow
 def test_device_cli_eval_and_predict(garf_run):
     out, metrics, data = garf_run
     proc = run_cli("eval", "--data", data, "--model", str(out / "model.json"), "--json")
@@ -211,6 +220,11 @@ def test_device_cli_eval_and_predict(garf_run):
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)["faces"]
     assert found and sum(found[0]["probs"].values()) == pytest.approx(1.0, abs=1e-3)  # probabilities are rounded
+    proc = run_cli("info", "--model", str(out / "model.joblib"), "--json")
+    model = json.loads(proc.stdout)["model"]
+    trio = [str(out / f"model{suffix}") for suffix in (".json", ".joblib", ".backbone.tflite")]
+    assert model["exists"] and model["files"] == trio
+    assert model["details"][0].startswith(f"ga-rf      {len(metrics['selected'])} of 32 cnn backbone features")
 
 
 def _copy_model(src, dst_dir):
@@ -220,6 +234,7 @@ def _copy_model(src, dst_dir):
     return dst_dir / "m.json", json.loads((dst_dir / "m.json").read_text())
 
 
+@pytest.mark.slow
 def test_broken_artifacts_are_clear_errors(garf_run, tmp_path):
     import joblib
 
@@ -257,6 +272,7 @@ def test_broken_artifacts_are_clear_errors(garf_run, tmp_path):
         load_classifier(model)
 
 
+@pytest.mark.slow
 def test_missing_scikit_learn_names_the_extra(garf_run):
     out, _, data = garf_run
     code = ("import sys; sys.modules['sklearn'] = None; from edge_fer.cli import main; "

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import configparser
-import importlib.machinery
-import importlib.util
 import json
 import os
 import re
@@ -17,19 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from scripts.devtools.pi_check import checks, common
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "pi-check"
 QEMU = shutil.which("qemu-aarch64-static")
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 needs_keyring = pytest.mark.skipif(not KEYRING.exists(), reason="no debian-archive-keyring: a build stops before apt")
-
-
-def load_script():
-    loader = importlib.machinery.SourceFileLoader("pi_check", str(SCRIPT))
-    spec = importlib.util.spec_from_loader("pi_check", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
 
 
 def pi_check(*args: str, path: str, python: str | None = None, timeout: float = 120,
@@ -207,7 +199,7 @@ def test_requirements_pin_every_device_dependency():
     wanted = [re.split(r"[<>=!~ ;\[]", line.strip())[0].lower()
               for line in cfg["options"]["install_requires"].splitlines() if line.strip()]
     pinned = {}
-    for line in (ROOT / "scripts" / "pi" / "requirements-aarch64.txt").read_text().splitlines():
+    for line in common.REQUIREMENTS.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, _, version = line.partition("==")
             pinned[name.strip().lower()] = version.strip()
@@ -217,13 +209,13 @@ def test_requirements_pin_every_device_dependency():
 
 def test_cpuinfo_files_describe_the_boards():
     for model, part in (("pi4", "0xd08"), ("pi5", "0xd0b")):  # Cortex-A72, Cortex-A76
-        text = (ROOT / "scripts" / "pi" / f"cpuinfo-{model}").read_text()
+        text = (common.HERE / f"cpuinfo-{model}").read_text()
         assert text.count("processor\t:") == 4
         assert f"CPU part\t: {part}" in text and "CPU implementer\t: 0x41" in text
 
 
 def test_device_tests_leave_out_the_workstation_side():
-    files = load_script().device_tests()
+    files = checks.device_tests()
     assert "tests/test_pi_check.py" not in files
     for name in files:
         text = (ROOT / name).read_text()
@@ -234,10 +226,9 @@ def test_device_tests_leave_out_the_workstation_side():
 
 def test_raw_comparison_rules(tmp_path):
     np = pytest.importorskip("numpy")
-    spec = importlib.util.spec_from_file_location("probe", ROOT / "scripts" / "pi" / "probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
-    raw_problem = load_script().raw_problem
+    from scripts.devtools.pi_check import probe
+
+    raw_problem = checks.raw_problem
 
     def compare(ref: dict, got: dict) -> dict:
         np.savez(tmp_path / "ref.npz", **ref)

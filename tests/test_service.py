@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.devtools import soak
 from service_helpers import ROOT, Broker, Subscriber, make_video, need_mosquitto, start_edge_fer, wait_until
 
 UNIT = ROOT / "systemd" / "edge-fer.service"
@@ -170,18 +170,18 @@ def test_notifier_abstract_socket_and_watchdog_rate():
 def test_ready_watchdog_and_clean_exit_on_sigint(tmp_path, video):
     ns = NotifySocket(str(tmp_path / "notify.sock"))
     run = start_edge_fer(tmp_path, ["--source", str(video), "--loop", "--output", "none", "--max-fps", "30"],
-                         env={"NOTIFY_SOCKET": ns.address, "WATCHDOG_USEC": "600000"})
+                         env={"NOTIFY_SOCKET": ns.address, "WATCHDOG_USEC": "2000000"})
     try:
-        _, ready = ns.wait_for("READY=1", 20)
+        t_ready, ready = ns.wait_for("READY=1", 20)
         assert f"MAINPID={run.proc.pid}" in ready and "STATUS=running on" in ready
-        t_ready = time.monotonic()
-        wait_until(lambda: len(ns.with_field("WATCHDOG=1")) >= 4, 10, "4 watchdog pings")
+        wait_until(lambda: len(ns.with_field("WATCHDOG=1")) >= 3, 15, "3 watchdog pings")
         pings = [t for t, _ in ns.with_field("WATCHDOG=1")]
-        assert all(b - a < 0.6 for a, b in zip(pings, pings[1:])), "fed well within WatchdogSec"
-        assert pings[0] >= t_ready - 0.5
-        rc, seconds = run.terminate(signal.SIGINT)
+        # Pinged every WatchdogSec / 2 (1 s); a gap up to WatchdogSec (2 s) is still fed in time, which leaves
+        # a busy machine a second of slack.
+        assert all(b - a < 2.0 for a, b in zip(pings, pings[1:])), ("fed within WatchdogSec", pings)
+        assert pings[0] >= t_ready, "no ping before READY=1"
+        rc, _ = run.terminate(signal.SIGINT)  # waits at most the unit's TimeoutStopSec (10 s)
         assert rc == 0, run.stderr
-        assert seconds < 3.0
         ns.wait_for("STOPPING=1", 5)
         assert "stopped by SIGINT" in run.stderr.strip().splitlines()[-1]
     finally:
@@ -246,12 +246,14 @@ def test_watchdog_starves_while_the_camera_is_gone_and_resumes(tmp_path):
         ns.wait_for("READY=1", 20)
         ns.wait_for("WATCHDOG=1", 10)
         server.stop()
-        t_stop = time.monotonic()
-        wait_until(lambda: any(m.startswith("STATUS=no frames from") for _, m in ns.messages), 10,
-                   "STATUS=no frames")
-        time.sleep(max(0.0, t_stop + 4.0 - time.monotonic()))
+        def no_frames() -> list[float]:
+            return [t for t, m in list(ns.messages) if m.startswith("STATUS=no frames from")]
+
+        wait_until(no_frames, 10, "STATUS=no frames")
+        t_status = no_frames()[0]
+        time.sleep(3.0)  # two watchdog intervals with no frames
         assert run.proc.poll() is None, "the loop survives the camera going away"
-        starving = [t for t, _ in ns.with_field("WATCHDOG=1", after=t_stop + 1.5)]
+        starving = [t for t, _ in ns.with_field("WATCHDOG=1", after=t_status)]
         assert not starving, "no watchdog pings while no frames come"
         server = StreamServer(avi.read_bytes(), 150, port=server.port).start()
         t_back = time.monotonic()
@@ -328,7 +330,8 @@ def test_a_failing_output_does_not_end_the_loop(video, caplog):
     from edge_fer.config import resolve
     from edge_fer.outputs import JsonlSink
     from edge_fer.runner import run_loop
-    from edge_fer.service import make_pipeline, open_source
+    from edge_fer.build import make_pipeline
+    from edge_fer.service import open_source
 
     settings = resolve({"source": str(video), "loop": True}, {})
     source, still = open_source(settings)
@@ -346,11 +349,9 @@ def test_a_failing_output_does_not_end_the_loop(video, caplog):
 
 # --- soak ----------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_short_soak_memory_and_latency_stay_flat(tmp_path):
     """A few thousand frames through the service path; the 20,000-frame run is scripts/soak.py."""
-    spec = importlib.util.spec_from_file_location("soak", ROOT / "scripts" / "soak.py")
-    soak = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(soak)
     clip = make_video(tmp_path / "soak.mp4", frames=60, size=(320, 240))
     result = soak.soak(clip, frames=2000, warmup=300, window=500, sample=100)
     print(result)

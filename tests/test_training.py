@@ -15,7 +15,7 @@ from edge_fer.errors import DataError
 from edge_fer.labels import FER2013_LABELS
 from support import ROOT
 from synthetic import faces, write_csv, write_folder, write_npz
-from training.data import load_splits
+from training.common.data import load_splits
 
 
 def test_npz_with_split_keys(tmp_path):
@@ -117,7 +117,7 @@ def _bad_inputs(tmp_path):
     "missing",
     "wrong CSV column", "labels out of range", "empty split"])
 def test_bad_data_is_a_one_line_error(tmp_path, capsys, case):
-    pytest.importorskip("training.tf_env", reason="needs TensorFlow")  # imports TF the project way
+    pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")  # imports TF the project way
     from training.__main__ import main
 
     data, fragment = _bad_inputs(tmp_path)[case]
@@ -142,7 +142,7 @@ def test_run_metrics_match_scikit_learn():
     """metrics.json's figures come from edge_fer's numpy metrics; they must be scikit-learn's (class 6 never predicted)."""
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-    from training.reports import split_metrics
+    from training.common.reports import split_metrics
 
     rng = np.random.default_rng(0)
     y_true, y_pred = rng.integers(0, 7, 500), rng.integers(0, 6, 500)
@@ -155,9 +155,36 @@ def test_run_metrics_match_scikit_learn():
     assert np.array(m["confusion"]).sum() == 500 and m["n"] == 500
 
 
-def test_resume_with_a_new_rate_and_a_cosine_schedule(trained_run, tmp_path):
-    """--resume continues the history; --lr restarts the rate and --lr-schedule cosine anneals it from there."""
+def _train_args(data, out, *extra):
     import argparse
+
+    from training import train
+
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    return parser.parse_args(["--data", str(data), "--out", str(out), "--arch", "edge-cnn", "--width", "4",
+                              "--batch-size", "64", "--limit", "210", "--verbose", "0", *extra])
+
+
+@pytest.mark.slow
+def test_a_resumed_cosine_run_follows_the_schedule_over_its_total_epochs(tmp_path):
+    """A long run spans sessions: stopped after 1 of 3 epochs and resumed, it gets the uninterrupted run's rates."""
+    from training import train
+
+    data = write_npz(tmp_path / "d.npz", {"train": 210, "val": 70})
+    out = tmp_path / "run"
+    train.run(_train_args(data, out, "--epochs", "1", "--lr-schedule", "cosine", "--lr", "0.01"))
+    assert json.loads((out / "train_config.json").read_text())["peak_lr"] == 0.01
+    metrics = train.run(_train_args(data, out, "--epochs", "3", "--resume"))  # schedule and rate: the run's own
+    rates = train.read_history(out / "history.csv")["learning_rate"]
+    assert len(rates) == 3 and metrics["epochs"] == 3 and metrics["lr_schedule"] == "cosine"
+    assert rates == pytest.approx([train.cosine_lr(p, 0.01) for p in (0, 0.5, 1)], rel=1e-5)
+    assert json.loads((out / "train_config.json").read_text())["resumed_at_epochs"] == [1]
+    assert train.cosine_lr(0, 1) == 1 and train.cosine_lr(1, 1) == pytest.approx(0.01) == train.cosine_lr(7, 1)
+
+
+@pytest.mark.slow
+def test_resume_with_a_new_rate_restarts_the_plateau_schedule_from_it(trained_run, tmp_path):
     import shutil
 
     from training import train
@@ -165,18 +192,42 @@ def test_resume_with_a_new_rate_and_a_cosine_schedule(trained_run, tmp_path):
     run_dir, _ = trained_run
     out = tmp_path / "run"
     shutil.copytree(run_dir, out)
-    parser = argparse.ArgumentParser()
-    train.add_arguments(parser)
     data = json.loads((run_dir / "metrics.json").read_text())["data"]
-    metrics = train.run(parser.parse_args([
-        "--data", data, "--out", str(out), "--arch", "edge-cnn", "--width", "4", "--epochs", "3", "--batch-size",
-        "64", "--limit", "210", "--verbose", "0", "--resume", "--lr", "0.01", "--lr-schedule", "cosine"]))
+    train.run(_train_args(data, out, "--epochs", "2", "--resume", "--lr", "0.005"))
     rates = train.read_history(out / "history.csv")["learning_rate"]
-    assert len(rates) == 3 and metrics["epochs"] == 3 and metrics["lr_schedule"] == "cosine"
-    assert rates[1:] == pytest.approx([0.01, train.cosine_lr(0.5, 0.01)], rel=1e-5)
-    assert train.cosine_lr(0, 1) == 1 and train.cosine_lr(1, 1) == pytest.approx(0.01) == train.cosine_lr(7, 1)
+    assert len(rates) == 2 and rates[1] == pytest.approx(0.005)
 
 
+@pytest.mark.parametrize("case", ["no folder", "no checkpoint", "corrupt checkpoint", "corrupt history",
+                                  "cosine-minutes without a budget"])
+def test_a_partial_or_corrupt_run_folder_is_a_one_line_error(tmp_path, capsys, case):
+    """What a killed session can leave behind: one line that says what is wrong and what to do, no traceback."""
+    from training.__main__ import main
+
+    data = write_npz(tmp_path / "d.npz", {"train": 28, "val": 14})
+    out = tmp_path / "run"
+    if case != "no folder":
+        out.mkdir()
+        (out / "history.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.2,1.9,0.2,1.9\n")
+        (out / "train_config.json").write_text('{"lr_schedule": "cosine", "peak_lr": 0.001}')
+        (out / "last.keras").write_bytes(b"PK\x03\x04 cut short")
+    if case == "no checkpoint":
+        (out / "last.keras").unlink()
+    if case == "corrupt history":
+        (out / "history.csv").write_text("epoch,accuracy,loss\n0,0.2,\n")
+    extra = ["--lr-schedule", "cosine-minutes"] if case == "cosine-minutes without a budget" else ["--resume"]
+    argv = ["train", "--data", str(data), "--out", str(out), "--width", "4", "--epochs", "3", "--verbose", "0",
+            *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0], err
+    fragment = {"no folder": "no run folder", "no checkpoint": "last.keras missing",
+                "corrupt checkpoint": "cannot read checkpoint", "corrupt history": "unreadable history.csv",
+                "cosine-minutes without a budget": "--max-minutes"}[case]
+    assert fragment in err[0], err[0]
+
+
+@pytest.mark.slow
 def test_distilling_from_a_teacher_mixes_its_device_probabilities(trained_run, tmp_path):
     """--teacher runs the teacher through edge_fer (preprocessing, combiner) and records it in metrics.json."""
     import argparse
@@ -184,7 +235,7 @@ def test_distilling_from_a_teacher_mixes_its_device_probabilities(trained_run, t
     from edge_fer.classifier import load_classifier
     from support import FIXTURES
     from training import train
-    from training.data import teacher_targets
+    from training.common.data import teacher_targets
 
     teacher = FIXTURES / "tiny_int8.tflite"
     x, _ = faces(21)
@@ -233,6 +284,7 @@ def test_a_bad_teacher_is_a_one_line_error(tmp_path, capsys, case):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_resume_past_the_last_epoch_is_a_one_line_error(trained_run, tmp_path, capsys):
     """--epochs is the last epoch number, so a resumed run needs more than it already has."""
     import shutil
@@ -247,6 +299,7 @@ def test_resume_past_the_last_epoch_is_a_one_line_error(trained_run, tmp_path, c
     assert rc == 2 and len(lines) == 1 and "already has 1 epoch and" in lines[0] and "--epochs 31" in lines[0], lines
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_run_s_augmentation_setting(trained_run, tmp_path, capsys):
     """The checkpoint holds the augmentation layers (or not): a resume that flips --no-augment is an error."""
     import shutil
@@ -295,6 +348,7 @@ def test_face_augment_varies_faces_within_the_pixel_range_and_round_trips_its_co
     assert (copy.shift, copy.rotate, copy.zoom, copy.seed) == (0.1, 14.4, 0.1, 3)
 
 
+@pytest.mark.slow
 def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     """scripts/device-train, all three steps: pack faces here, train on JAX with no TensorFlow, land here.
 
@@ -304,7 +358,7 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     to int8 with TensorFlow and runs on the device path like any run trained here.
     """
     pytest.importorskip("jax")
-    pytest.importorskip("training.tf_env", reason="needs TensorFlow")
+    pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")
     from edge_fer.classifier import load_classifier
 
     data = write_npz(tmp_path / "d.npz", {"train": 280, "val": 70, "test": 70})
@@ -347,6 +401,7 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     assert clf.metadata.quantization == "int8" and clf.predict(load_splits(data).val.x).shape == (70, 7)
 
 
+@pytest.mark.slow
 def test_device_train_deadline_stops_runs_and_land_uses_the_best_checkpoint(trained_run, tmp_path):
     """A run still going at --deadline is stopped and sent back; land makes model.keras of best.keras."""
     import tarfile

@@ -8,15 +8,16 @@ import shutil
 
 import pytest
 
-pytest.importorskip("training.tf_env", reason="needs TensorFlow")  # imports TF the project way
+pytest.importorskip("training.common.tf_env", reason="needs TensorFlow")  # imports TF the project way
 pytest.importorskip("keras_tuner", reason="the search needs keras-tuner")
 
 from synthetic import write_npz  # noqa: E402
 from training.__main__ import main  # noqa: E402
 from training.models import build, hyperparameters  # noqa: E402
-from training.tf_env import keras  # noqa: E402
+from training.common.tf_env import keras  # noqa: E402
 from training.train import cosine_lr  # noqa: E402
-from training.tune import TunedConfig, _annealed  # noqa: E402
+from training.tune import _annealed  # noqa: E402
+from training.tuned import TunedConfig  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from .keras_env import keras
+from .common.keras_env import keras
 
 ops = keras.ops
 

@@ -88,11 +88,10 @@ class BackboneSpec:
 
 def build_backbone(spec: BackboneSpec):
     """The Keras feature extractor for ``spec``: scaled gray faces in, a flat feature vector out."""
-    from .tf_env import keras
+    from .common.runs import load_keras
+    from .common.tf_env import keras
 
     if spec.name == "cnn":
-        from convert.tflite import load_keras
-
         return _cnn_features(load_keras(spec.weights), spec.layer)
     layers = keras.layers
     inputs = keras.Input((48, 48, 1), name="face")
@@ -112,7 +111,7 @@ def build_backbone(spec: BackboneSpec):
 
 def _cnn_features(model, layer: str | None):
     """The CNN cut at ``layer``'s output, or at the input of its last Dense layer (the classifier head)."""
-    from .tf_env import keras
+    from .common.tf_env import keras
 
     if layer is not None:
         try:
@@ -246,7 +245,7 @@ def load_data_splits(data: str, limit: int | None, seed: int = 1234) -> dict[str
     """train/val(/test) as LabeledFaces, cut to ``limit`` faces each; val carved like the CNN trainer's."""
     from edge_fer.datasets import LabeledFaces
 
-    from .data import load_splits
+    from .common.data import load_splits
 
     if not Path(data).exists():
         raise DataError(f"dataset not found: {data}")

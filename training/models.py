@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
-from .keras_env import keras
+from .common.keras_env import keras
 
 layers = keras.layers
 ACTIVATIONS = ("relu", "leaky_relu")

@@ -13,13 +13,12 @@ The run folder holds ``model.keras`` (best on val), ``model.h5``, ``last.keras``
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
-import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +27,8 @@ import numpy as np
 from edge_fer.errors import EdgeFerError
 from edge_fer.labels import FER2013_LABELS
 from edge_fer.preprocess import DEFAULT_SCALING, scale_pixels
+
+from .common.runs import read_history, read_run
 
 # Architectures with a strided 1x1 Conv2D, which crashes TF 2.19-2.21's oneDNN path in fit.
 # Everything else keeps oneDNN on: it halves the epoch time on this CPU.
@@ -44,15 +45,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="edge-cnn/seed-cnn activation (default relu; LEAKY_RELU does not map to the Edge TPU)")
     p.add_argument("--out", required=True, type=Path, help="run folder (created)")
     p.add_argument("--epochs", type=int, default=60,
-                   help="last epoch (default 60); with --resume it counts the run's earlier epochs too")
+                   help="the run's total epochs (default 60), which a cosine schedule spans; with --resume it counts "
+                        "the run's earlier epochs too (a larger value stretches the rest of the schedule)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3; seed-cnn 1e-4)")
-    p.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate (default 1e-3; seed-cnn 1e-4); with --resume, the run's own unless given")
+    p.add_argument("--lr-schedule", choices=("plateau", "cosine", "cosine-minutes"), default=None,
                    help="plateau (default): halve the LR when val loss stalls; cosine: anneal from --lr to 1%% of it "
-                        "over the --max-minutes budget (else over --epochs), the better use of a fixed CPU budget. "
-                        "With --resume, --lr restarts from that rate")
+                        "over the run's --epochs, across any number of --resume sessions (a long run); "
+                        "cosine-minutes: anneal over this call's --max-minutes (a one-shot run on a time budget). "
+                        "With --resume, the run's own schedule unless given")
     p.add_argument("--patience", type=int, default=12, help="EarlyStopping patience on val accuracy")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this wall time")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after the epoch that passes this wall time (checkpoints kept: --resume goes on)")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--class-weights", type=float, default=0.0, metavar="POWER",
                    help="weight classes by inverse frequency ** POWER (0 = off, 0.5 = damped, 1 = full)")
@@ -70,24 +75,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from .tune import TunedConfig  # no TensorFlow: the architecture must be known before it loads
+    from .tuned import TunedConfig  # no TensorFlow: the architecture must be known before it loads
 
     config = TunedConfig.read(args.config) if args.config else None
     if config and args.arch and args.arch != config.arch:
         raise EdgeFerError(f"--arch {args.arch} differs from the {config.arch} tuned in {args.config}")
     args.arch = args.arch or (config.arch if config else "edge-cnn")
-    if args.resume and not (args.out / "last.keras").exists():
-        raise EdgeFerError(f"--resume: no checkpoint {args.out / 'last.keras'}")
     history_csv = args.out / "history.csv"
-    earlier = read_history(history_csv) if args.resume and history_csv.exists() else {}
+    earlier, recorded = read_run(args.out) if args.resume else ({}, {})
     initial_epoch = len(earlier.get("loss", []))
+    args.lr_schedule = args.lr_schedule or recorded.get("lr_schedule") or "plateau"
+    if args.lr_schedule == "cosine-minutes" and not args.max_minutes:
+        raise EdgeFerError("--lr-schedule cosine-minutes anneals over --max-minutes: give it")
     if args.resume and initial_epoch >= args.epochs:  # Keras would return at once, a cosine schedule never run
         raise EdgeFerError(f"--resume: {args.out} already has {initial_epoch} epoch{'s' * (initial_epoch != 1)} "
                            f"and --epochs {args.epochs} is the last epoch number: give more "
                            f"(e.g. --epochs {initial_epoch + 30})")
     if not 0 <= args.teacher_mix <= 1:
         raise EdgeFerError(f"--teacher-mix {args.teacher_mix:g}: give a share between 0 and 1")
-    from .data import class_weights, ferplus_targets, load_splits, teacher_targets
+    from .common.data import class_weights, ferplus_targets, load_splits, teacher_targets
 
     # Data first: a bad dataset or teacher is reported before TensorFlow loads and prints its start-up banner.
     splits = load_splits(args.data, seed=args.seed)
@@ -99,8 +105,8 @@ def run(args: argparse.Namespace) -> dict:
     teacher = teacher_targets(args.teacher, train.x, labels) if args.teacher else None
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0" if args.arch in NEEDS_ONEDNN_OFF else "1")
     from .models import ARCHITECTURES, build, hyperparameters
-    from .reports import write_reports
-    from .keras_env import keras
+    from .common.reports import write_reports
+    from .common.keras_env import keras
 
     if args.arch not in ARCHITECTURES:
         raise EdgeFerError(f"unknown architecture {args.arch!r}: choose from {', '.join(ARCHITECTURES)}")
@@ -137,10 +143,12 @@ def run(args: argparse.Namespace) -> dict:
         if (model.name == AUGMENTED) == args.no_augment:
             raise EdgeFerError(f"--resume: {args.out} trains {'with' if args.no_augment else 'without'} "
                                f"augmentation: {'drop' if args.no_augment else 'add'} --no-augment")
-        if args.lr:
-            model.optimizer.learning_rate.assign(args.lr)
-        lr = float(model.optimizer.learning_rate.numpy())
-        print(f"resuming {args.out} at epoch {initial_epoch + 1}, learning rate {lr:g}", file=sys.stderr)
+        # A cosine schedule starts from the run's peak rate; the plateau schedule goes on from the current one.
+        lr = args.lr or (recorded.get("peak_lr") if args.lr_schedule == "cosine" else None) \
+            or float(model.optimizer.learning_rate.numpy())
+        model.optimizer.learning_rate.assign(lr)
+        print(f"resuming {args.out} at epoch {initial_epoch + 1} of {args.epochs} ({args.lr_schedule}, "
+              f"learning rate {lr:g})", file=sys.stderr)
     else:
         model = build(args.arch, x_train.shape[1:], n_classes, **hp)
         if not args.no_augment:
@@ -148,14 +156,16 @@ def run(args: argparse.Namespace) -> dict:
         model.compile(optimizer=keras.optimizers.Adam(lr),
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
                       metrics=["accuracy"])
+    config_record = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}
     (args.out / "train_config.json").write_text(json.dumps(
-        {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}, indent=2) + "\n")
+        {**recorded, **config_record, "peak_lr": lr, "resumed_at_epochs": [
+            *recorded.get("resumed_at_epochs", []), *([initial_epoch] if args.resume else [])]}, indent=2) + "\n")
 
     started = time.time()
-    if args.lr_schedule == "cosine":
-        budget = args.max_minutes * 60 if args.max_minutes else None
-        schedule = cosine_callback(lambda epoch, epochs: (time.time() - started) / budget if budget else
-                                   (epoch - initial_epoch) / max(1, epochs - initial_epoch), lr)
+    if args.lr_schedule == "cosine":  # over the run's epochs: a resumed run continues the same curve
+        schedule = cosine_callback(lambda epoch, epochs: epoch / max(1, epochs - 1), lr)
+    elif args.lr_schedule == "cosine-minutes":
+        schedule = cosine_callback(lambda epoch, epochs: (time.time() - started) / (args.max_minutes * 60), lr)
     else:
         schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                      patience=max(2, args.patience // 3), min_lr=1e-6)
@@ -220,7 +230,7 @@ def with_augmentation(network, seed: int):
     same function, so a tuned configuration means the same thing here.
     """
     from .augment import FaceAugment
-    from .keras_env import keras
+    from .common.keras_env import keras
 
     inputs = keras.Input(network.input_shape[1:])
     return keras.Model(inputs, network(FaceAugment(seed=seed, name="augment")(inputs)), name=AUGMENTED)
@@ -229,9 +239,13 @@ def with_augmentation(network, seed: int):
 def load_checkpoint(path: Path):
     """A checkpoint the trainer wrote (best.keras, last.keras), augmentation layer included."""
     from . import augment  # noqa: F401  (registers FaceAugment with Keras)
-    from .keras_env import keras
+    from .common.keras_env import keras
 
-    return keras.models.load_model(path)
+    try:
+        return keras.models.load_model(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise EdgeFerError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); "
+                           f"a run stopped while writing it: copy best.keras over it, or start the run again") from None
 
 
 def network_of(model):
@@ -244,7 +258,7 @@ def deadline_callback(deadline: float, on_stop: Callable[[int], None] | None = N
 
     Checkpoints are already written by then, so nothing is lost; ``on_stop(epoch)`` runs each time it fires.
     """
-    from .keras_env import keras
+    from .common.keras_env import keras
 
     class Deadline(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -270,7 +284,7 @@ def cosine_callback(progress: Callable[[int, int], float], lr: float | None = No
     With ``lr=None`` each fit anneals from the rate its model was compiled with, so one callback
     serves every trial of a search.
     """
-    from .keras_env import keras
+    from .common.keras_env import keras
 
     class Cosine(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -284,18 +298,3 @@ def cosine_callback(progress: Callable[[int, int], float], lr: float | None = No
                 logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
 
     return Cosine()
-
-
-def read_history(path: Path) -> dict[str, list[float]]:
-    """A run's history.csv as one list per column (epoch numbers left out)."""
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
-
-
-def copy_run_reports(run_dir: Path, dest: Path) -> None:
-    """Copy a run's human-readable reports (not its weights) to ``dest``, e.g. docs/."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.json", "confusion_matrix.png", "curves.png", "classification_report.txt", "history.csv"):
-        if (run_dir / name).exists():
-            shutil.copy2(run_dir / name, dest / name)

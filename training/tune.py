@@ -35,7 +35,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ from edge_fer.errors import EdgeFerError
 from edge_fer.labels import FER2013_LABELS
 from edge_fer.preprocess import DEFAULT_SCALING, scale_pixels
 
-CONFIG_FORMAT = "edge-fer-train-config/1"
+from .tuned import TunedConfig
+
 ALGORITHMS = ("random", "hyperband")
 # Choices per hyperparameter; "lr" is Adam's learning rate, the rest are the architecture's keyword arguments.
 SPACES: dict[str, dict[str, list]] = {
@@ -56,34 +57,6 @@ SPACES: dict[str, dict[str, list]] = {
     "mini-xception": {"l2": [1e-3, 3e-3, 1e-2, 3e-2], "lr": [3e-4, 1e-3, 3e-3]},
 }
 HAS_ACTIVATION = {"edge-cnn", "seed-cnn"}
-
-
-@dataclass
-class TunedConfig:
-    """A configuration for ``train --config``: architecture, its keyword arguments, learning rate."""
-
-    arch: str
-    model: dict[str, Any]
-    lr: float
-    val_accuracy: float | None = None
-    search: dict[str, Any] = field(default_factory=dict)  # where it came from: algorithm, trial, budget
-
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps({"format": CONFIG_FORMAT, **asdict(self)}, indent=2) + "\n")
-
-    @classmethod
-    def read(cls, path: Path) -> "TunedConfig":
-        try:
-            raw = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise EdgeFerError(f"config not found: {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise EdgeFerError(f"cannot read config {path}: {exc}") from None
-        ok = (isinstance(raw, dict) and raw.get("format") == CONFIG_FORMAT and isinstance(raw.get("arch"), str)
-              and isinstance(raw.get("model"), dict) and isinstance(raw.get("lr"), (int, float)) and raw["lr"] > 0)
-        if not ok:
-            raise EdgeFerError(f"{path} is not a tuned config ({CONFIG_FORMAT} with arch, model and a positive lr)")
-        return cls(raw["arch"], raw["model"], float(raw["lr"]), raw.get("val_accuracy"), raw.get("search", {}))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -169,13 +142,13 @@ def _check_resumable(out: Path, request: dict[str, Any], overwrite: bool) -> Non
 
 
 def _search(args: argparse.Namespace, request: dict[str, Any], budget: dict[str, Any]) -> SearchResult:
-    from .tf_env import keras  # before keras_tuner, which imports TensorFlow itself
+    from .common.tf_env import keras  # before keras_tuner, which imports TensorFlow itself
 
     try:
         import keras_tuner as kt
     except ImportError:
         raise EdgeFerError("the search needs keras-tuner: pip install 'edge-fer[train]'") from None
-    from .data import load_splits
+    from .common.data import load_splits
     from .models import build
     from .train import deadline_callback, with_augmentation
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import fields
-from typing import Any, Callable, get_args, get_type_hints
+from typing import Any, Callable
 
 from ..errors import EdgeFerError, ModelError
 from .base import Detection, Detector
@@ -36,28 +36,6 @@ def make_detector(key: str, **options: Any) -> Detector:
     return cls(cls.config_cls(**{k: v for k, v in options.items() if v is not None and k in names}))
 
 
-def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``KEY[:OPTION=VALUE,...]`` (e.g. ``haar:det_width=640``) -> key and typed options, for comparing
-    settings side by side in ``bench``; values take the type of the plugin's config field."""
-    key, _, rest = spec.partition(":")
-    cls = DETECTORS.get(key)
-    if cls is None:
-        raise EdgeFerError(f"unknown detector {key!r} in {spec!r}: use one of {', '.join(DETECTORS)}")
-    types = {name: next((a for a in get_args(hint) if a is not type(None)), hint)
-             for name, hint in get_type_hints(cls.config_cls).items()}
-    options: dict[str, Any] = {}
-    for item in filter(None, rest.split(",")):
-        name, _, value = item.partition("=")
-        if name not in types or not value:
-            raise EdgeFerError(f"{spec!r}: the {key} detector takes {', '.join(types)} as OPTION=VALUE")
-        kind = types[name] if types[name] in (int, float, bool) else str
-        try:
-            options[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-        except ValueError:
-            raise EdgeFerError(f"{spec!r}: {name} must be a {kind.__name__}") from None
-    return key, options
-
-
 def open_detector(key: str, *, fallback: bool = False, progress: Callable[[str], None] = log.warning,
                   **options: Any) -> Detector:
     """:func:`make_detector`, fetching a missing model file on first use (one progress line).
@@ -80,4 +58,4 @@ def open_detector(key: str, *, fallback: bool = False, progress: Callable[[str],
         return make_detector("haar", **options)
 
 
-__all__ = ["DETECTORS", "Detection", "Detector", "make_detector", "open_detector", "parse_spec"]
+__all__ = ["DETECTORS", "Detection", "Detector", "make_detector", "open_detector"]

@@ -210,7 +210,7 @@ def _ship(row: Row, path: Path, **dest: Path) -> None:
 
 def _data(args: argparse.Namespace, first: TFLiteClassifier) -> tuple[LabeledFaces, LabeledFaces | None]:
     """Val and test faces at the members' input size; a val carved from train must be the one training carved."""
-    from .data import load_splits
+    from ..common.data import load_splits
 
     splits = load_splits(args.data, size=first.input_size, seed=args.seed)
     if tuple(splits.val.labels) != tuple(first.labels):

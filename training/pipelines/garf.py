@@ -31,10 +31,10 @@ from edge_fer.errors import EdgeFerError
 from edge_fer.garf import FORMAT
 from edge_fer.labels import FER2013_LABELS
 
-from .features import add_backbone_arguments, backbone_scaling, backbone_spec, cached_features, load_data_splits
+from ..features import add_backbone_arguments, backbone_scaling, backbone_spec, cached_features, load_data_splits
 
 if TYPE_CHECKING:
-    from .ga import GAConfig
+    from ..ga import GAConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def ga_config(args: argparse.Namespace) -> GAConfig:
-    from .ga import GAConfig  # DEAP on use only: `python -m training train` runs where it is not installed
+    from ..ga import GAConfig  # DEAP on use only: `python -m training train` runs where it is not installed
 
     cfg = GAConfig(population=args.population, generations=args.generations, crossover=args.crossover,
                    mutation=args.mutation, flip=args.flip, tournament=args.tournament, elite=args.elite,
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole pipeline; returns the metrics written to ``OUT/metrics.json``."""
     import sklearn
 
-    from .ga import ForestFitness, plot_history, select_features
+    from ..ga import ForestFitness, plot_history, select_features
 
     spec = backbone_spec(args)
     cfg = ga_config(args)
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "sklearn_version": sklearn.__version__}
     device = _export_and_verify(args, artifact, spec, splits, scaling, pred)
     test = (y["test"], pred["test"]) if "test" in pred else None
-    from .reports import write_reports
+    from ..common.reports import write_reports
 
     ga_info = {**vars(cfg), "penalty": args.penalty, "fitness_trees": args.fitness_trees,
                "fitness_samples": int(len(sample)), "generations_run": len(ga.history) - 1,
@@ -198,7 +198,7 @@ def _export_and_verify(args: argparse.Namespace, artifact: dict, spec, splits: d
     from convert.backbone import export_garf, verify_garf
     from convert.tflite import calibration_faces
 
-    from .features import build_backbone
+    from ..features import build_backbone
 
     exported = export_garf(args.out, args.name, artifact, build_backbone(spec),
                            calibration_faces(splits["train"], args.calibration_samples, args.seed), scaling,

@@ -1,0 +1,71 @@
+"""Run folders: the Keras model a run saved, its ``history.csv``, its human-readable reports.
+
+Training writes run folders; conversion, the feature extractors and ``scripts/device-train`` read them.
+Nothing here imports TensorFlow at import time: ``scripts/device-train`` reads histories on a machine that
+may train on JAX without it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+from edge_fer.errors import EdgeFerError, ModelError
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a TensorFlow/Keras exception (theirs run to pages), for a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def load_keras(path: str | Path):
+    """Load a ``.keras``/``.h5`` model for inference; any failure is a one-line ModelError."""
+    from .tf_env import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"Keras model not found: {path}")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ...
+        raise ModelError(f"cannot load Keras model {path}: {first_line(exc)}") from None
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """A run's history.csv as one list per column (epoch numbers left out)."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
+
+
+def read_run(out: Path) -> tuple[dict[str, list[float]], dict]:
+    """The history and recorded configuration of a run folder to resume; one clear error if it is not whole.
+
+    A run that stopped (a deadline, a killed session) has ``last.keras``, ``history.csv`` and
+    ``train_config.json``; the checkpoint itself is read later, by Keras.
+    """
+    if not out.is_dir():
+        raise EdgeFerError(f"--resume: no run folder {out}")
+    missing = [name for name in ("last.keras", "history.csv", "train_config.json") if not (out / name).is_file()]
+    if missing:
+        raise EdgeFerError(f"--resume: {out} is not a whole run folder: {', '.join(missing)} missing "
+                           f"(start it again without --resume, or into a new --out)")
+    try:
+        history = read_history(out / "history.csv")
+        recorded = json.loads((out / "train_config.json").read_text())
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise EdgeFerError(f"--resume: {out} has an unreadable history.csv or train_config.json ({exc})") from None
+    if not isinstance(recorded, dict):
+        raise EdgeFerError(f"--resume: {out / 'train_config.json'} is not a JSON object")
+    return history, recorded
+
+
+def copy_run_reports(run_dir: Path, dest: Path) -> None:
+    """Copy a run's human-readable reports (not its weights) to ``dest``, e.g. docs/."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.json", "confusion_matrix.png", "curves.png", "classification_report.txt", "history.csv"):
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, dest / name)
