@@ -7,7 +7,11 @@
                                         exists, else crops of the shipped sample photo and random faces
     probe.py video OUT.mp4 [FRAMES]     (host) a short MP4 of the shipped sample photo drifting
     probe.py frames VIDEO N OUT.npz     the first N frames of VIDEO, decoded and gray, as the device path sees them
-    probe.py compare REF.npz GOT.npz    (host) the largest differences between two ``raw`` or ``frames`` results
+    probe.py compare REF.npz GOT.npz    (host) the largest differences between two ``raw``, ``frames`` or
+                                        ``detect`` results
+    probe.py models                     (host) the BlazeFace model files: found in the caches, else fetched
+    probe.py detect OUT.npz PHOTO...    BlazeFace short- and full-range on each photo, one thread: the raw
+                                        network outputs (OUT.npz) and the decoded faces (JSON)
 
 The emulated root holds the device dependencies and nothing else, so ``env`` and ``raw`` use
 only the standard library, numpy, OpenCV, the interpreter and edge_fer.
@@ -221,6 +225,41 @@ def frames(video_path: str, n: str, out_path: str) -> dict:
     return {"frames": len(grays)}
 
 
+def models() -> dict:
+    """Make sure the BlazeFace models are in the user cache, which both sides read (same HOME)."""
+    from edge_fer.detectors.fetch import MODEL_FILES, fetch, find_model
+    from edge_fer.errors import ModelError
+
+    try:
+        paths = [find_model(name) for name in MODEL_FILES]
+        fetched = False
+    except ModelError:
+        paths, fetched = fetch(), True
+    return {"models": [str(p) for p in paths], "fetched": fetched}
+
+
+def detect(out_path: str, *photos: str) -> dict:
+    """Each BlazeFace model on each photo (BGR, as the device path gives it), one interpreter thread."""
+    import cv2
+    import numpy as np
+
+    from edge_fer.detectors import make_detector
+
+    arrays, faces = {}, {}
+    for key in ("blazeface", "blazeface-full"):
+        detector = make_detector(key, threads=1)
+        interp = detector.interpreter
+        for photo in photos:
+            found = detector.detect(cv2.imread(photo))
+            name = f"{key}/{Path(photo).name}"
+            for o in interp.get_output_details():  # the network's raw outputs for this photo
+                arrays[f"{name}/{o['name']}"] = interp.get_tensor(o["index"]).copy()
+            faces[name] = [{"box": list(d.box), "score": d.score, "landmarks": [list(p) for p in d.landmarks]}
+                           for d in found]
+    np.savez(out_path, **arrays)
+    return {"faces": faces}
+
+
 def compare(ref_path: str, got_path: str) -> dict:
     """The largest difference between two ``raw`` results, per tensor: in LSB for integer tensors."""
     import numpy as np
@@ -242,7 +281,7 @@ def compare(ref_path: str, got_path: str) -> dict:
 
 
 COMMANDS = {"env": (env, 0, 0), "raw": (raw, 2, 3), "faces": (faces, 2, 3), "video": (video, 1, 2),
-            "compare": (compare, 2, 2), "frames": (frames, 3, 3)}
+            "compare": (compare, 2, 2), "frames": (frames, 3, 3), "models": (models, 0, 0), "detect": (detect, 2, 99)}
 
 
 def main(argv: list[str]) -> int:
