@@ -148,6 +148,12 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("max_fps", "float", None, "process at most N frames per second (saves CPU and heat; 0: no limit)", min=0),
     Opt("verbose", "count", 0, "-v info, -vv debug logs on stderr (in a file: 0, 1 or 2)", min=0, max=2, short="-v"),
     Opt("device_id", "str", None, "this device's name in MQTT topics and Home Assistant (default: the hostname)"),
+    Opt("http", "str", None, "serve the web view on [HOST:]PORT"),
+    Opt("http_token", "str", None, "token (environment only)", in_file=False, on_cli=False),
+    Opt("http_insecure", "bool", False, "allow non-loopback without token"),
+    Opt("http_fps", "float", 10.0, "jpeg fps cap", min=0.1),
+    Opt("http_max_clients", "int", 4, "max stream clients", min=1),
+    Opt("http_stall", "float", 10.0, "stall seconds", min=0.1),
     # MQTT
     Opt("mqtt_host", "str", None, "publish to this MQTT broker (default: no MQTT)"),
     Opt("mqtt_port", "int", None, "broker port (default: 1883, or 8883 with --mqtt-tls)", min=1, max=65535),
@@ -369,7 +375,7 @@ def read_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]
         except _Bad as exc:
             problems.append(f"{var}: {exc}")
             continue
-        values[opt.name] = Secret(value) if opt.name == "mqtt_password" else value
+        values[opt.name] = Secret(value) if opt.name in ("mqtt_password", "http_token") else value
         origin[opt.name] = var
     return values, origin, problems
 

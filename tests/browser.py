@@ -119,13 +119,18 @@ class Browser:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 20.0) -> Any:
-        """Evaluate ``expression`` until it is truthy; its last value."""
+        """Evaluate ``expression`` until it is truthy (an exception counts as not yet: the page may still be
+        loading); its last value."""
         deadline = time.monotonic() + timeout
-        value = None
+        value: Any = None
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
-            if value:
-                return value
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError as exc:
+                value = exc
+            else:
+                if value:
+                    return value
             time.sleep(0.2)
         raise AssertionError(f"{expression} stayed {value!r} for {timeout} s")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, disable_created_metrics,
-                               generate_latest)
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
 from .. import __version__
@@ -95,9 +95,10 @@ class Metrics:
                 child = self._stage[stage] = self.stages.labels(stage)
             child.observe(seconds)
 
-    def render(self) -> tuple[bytes, str]:
-        """(body, content type) in Prometheus' text format."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """(body, content type): Prometheus' text format, or OpenMetrics when the scraper's Accept header asks."""
+        encoder, ctype = choose_encoder(accept or "")
+        return encoder(self.registry), ctype
 
 
 class _Collector:

@@ -314,7 +314,7 @@ class _Handler(BaseHTTPRequestHandler):
                 healthy, body = view.health()
                 self._reply(200 if healthy else 503, body, head=head)
             elif url.path == "/metrics":
-                body, ctype = view.metrics.render()
+                body, ctype = view.metrics.render(self.headers.get("Accept"))
                 self._send(200, body, ctype, head)
             elif url.path == "/snapshot.jpg":
                 self._snapshot(view, head)
