@@ -255,11 +255,18 @@ def eval_(data, split, model, threads, edgetpu, as_json, plot):
 @click.option("--full-detect-every", type=int, default=30, show_default=True)
 @click.option("--frames", type=int, default=300, show_default=True, help="frames per configuration")
 @click.option("--warmup", type=int, default=10, show_default=True, help="frames left out of the figures")
+@click.option("--http", "http", default=None, metavar="[HOST:]PORT",
+              help="also run each configuration with the web view serving here (its cost; connect a viewer to "
+                   "measure one)")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON only")
 @_friendly
 def bench(camera, source, models, threads_list, edgetpu, det_width, min_neighbors, max_faces, detect_every,
-          full_detect_every, frames, warmup, as_json):
-    """Per-stage latency (p50/p90/p99) and end-to-end FPS; one row per model and thread count."""
+          full_detect_every, frames, warmup, http, as_json):
+    """Per-stage latency (p50/p90/p99) and end-to-end FPS; one row per model and thread count.
+
+    With --http each configuration runs a second time with the web view on (a "+ web view" row):
+    its per-frame work (the frame handed over, the metrics counted) is in the output stage.
+    """
     from .bench import SyntheticSource, bench_one, decode_all, format_stages, format_table
     from .classifier import DEFAULT_MODEL
     from .pipeline import Pipeline
@@ -275,17 +282,21 @@ def bench(camera, source, models, threads_list, edgetpu, det_width, min_neighbor
     buffered = decode_all(src, frames + warmup)
     if not buffered.frames:
         raise EdgeFerError(f"no frames could be read from {buffered.name}")
+    view_settings = _bench_view_settings(http) if http else None
     rows = []
     for model in models or (None,):
         for threads in threads_list or (None,):
-            def make_run(model=model, threads=threads):
-                classifier = _classifier(model, threads, edgetpu)
-                pipeline = Pipeline(classifier, _detector(det_width, min_neighbors, max_faces),
-                                    detect_every=detect_every, full_detect_every=full_detect_every)
-                return classifier, lambda s: run_loop(s, pipeline, [], collect_timings=True, warmup=warmup)
+            for view in (None, view_settings) if view_settings else (None,):
+                def make_run(model=model, threads=threads, view=view):
+                    classifier = _classifier(model, threads, edgetpu)
+                    pipeline = Pipeline(classifier, _detector(det_width, min_neighbors, max_faces),
+                                        detect_every=detect_every, full_detect_every=full_detect_every)
+                    if view is None:
+                        return classifier, lambda s: run_loop(s, pipeline, [], collect_timings=True, warmup=warmup)
+                    return classifier, lambda s: _run_with_view(s, pipeline, classifier, view, warmup)
 
-            label = Path(model).name if model else f"{DEFAULT_MODEL.name} (shipped)"
-            rows.append(bench_one(make_run, buffered, label, threads, warmup))
+                label = Path(model).name if model else f"{DEFAULT_MODEL.name} (shipped)"
+                rows.append(bench_one(make_run, buffered, label + (" + web view" if view else ""), threads, warmup))
     record = {"source": buffered.name, "frames": len(buffered.frames) - warmup, "detect_every": detect_every,
               "det_width": det_width, "rows": [r.to_dict() for r in rows]}
     if as_json:
@@ -298,6 +309,41 @@ def bench(camera, source, models, threads_list, edgetpu, det_width, min_neighbor
         if row.status == "ok":
             click.echo("\n" + format_stages(row))
     click.echo("\n" + json.dumps(record, separators=(",", ":")))
+
+
+def _bench_view_settings(listen: str):
+    from .web import HttpSettings, parse_listen
+
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        raise EdgeFerError(f"--http: {exc}") from None
+    return HttpSettings(host=host, port=port, insecure=True)
+
+
+def _run_with_view(source, pipeline, classifier, settings, warmup: int):
+    """The bench loop with the web view on: the view is a sink, and counts each frame as ``run`` does."""
+    import time
+
+    from .runner import run_loop
+    from .web import RunFacts, WebView
+
+    view = WebView(settings)
+    view.attach(RunFacts(device_id="bench", model=str(getattr(classifier, "model_path", "")), backend=classifier.backend,
+                         detector="haar", source=source.name, labels=tuple(classifier.labels)), source, None)
+    click.echo(f"bench: web view on {view.url} while this configuration runs", err=True)
+
+    def record(result) -> None:  # run calls this from on_frame, after the timings: count it in the output stage
+        t = time.perf_counter()
+        view.record(result)
+        spent = time.perf_counter() - t
+        result.timings["output"] += spent
+        result.timings["total"] += spent
+
+    try:
+        return run_loop(source, pipeline, [view], collect_timings=True, warmup=warmup, on_frame=record)
+    finally:
+        view.close()
 
 
 @main.command(context_settings=CONTEXT)
