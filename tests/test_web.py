@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from browser import Browser
-from service_helpers import SAMPLE, EdgeFer, StreamServer, free_port, make_video, start_edge_fer, wait_until
+from service_helpers import SAMPLE, Broker, EdgeFer, StreamServer, free_port, make_video, start_edge_fer, wait_until
 from support import MEDIA, assert_one_line_error, run_cli
 
 TALKING = MEDIA / "video_woman_talking.mp4"
@@ -287,6 +287,29 @@ def test_stream_clients_are_capped_and_a_client_that_never_reads_does_not_slow_t
             s.close()
     wait_until(lambda: sample(metrics(port), "edge_fer_http_stream_clients") == 0, 15, "the slots freed")
     assert len(stream_parts(port, 2)) == 2
+
+
+def test_metrics_count_mqtt_messages_and_drops_while_the_broker_is_away(tmp_path, clip):
+    with Broker(tmp_path / "broker") as broker:
+        port = free_port()
+        run = start_edge_fer(tmp_path, ["--source", str(clip), "--loop", "--output", "none", "--max-fps", "20",
+                                        "--http", str(port), "--mqtt-host", "127.0.0.1", "--mqtt-port",
+                                        str(broker.port), "--mqtt-queue", "1", "--mqtt-faces-interval", "0.2"])
+        try:
+            wait_serving(run, port)
+            wait_until(lambda: sample(metrics(port), "edge_fer_mqtt_connected") == 1, 15, "mqtt connected")
+            wait_until(lambda: sample(metrics(port), "edge_fer_mqtt_sent", "edge_fer_mqtt_sent_total") > 0, 15,
+                       "messages sent")
+            broker.stop()
+            wait_until(lambda: sample(metrics(port), "edge_fer_mqtt_connected") == 0, 15, "mqtt disconnected")
+            before = sample(metrics(port), "edge_fer_mqtt_dropped", "edge_fer_mqtt_dropped_total")
+            wait_until(lambda: sample(metrics(port), "edge_fer_mqtt_dropped", "edge_fer_mqtt_dropped_total") > before,
+                       15, "messages dropped while the broker is away (a queue of 1)")
+            dropped = sample(metrics(port), "edge_fer_mqtt_dropped", "edge_fer_mqtt_dropped_total")
+            assert get_json(port, "/api/state")[1]["state"]["dropped"] >= dropped
+            stop(run)
+        finally:
+            run.kill()
 
 
 # --- a source that stalls ----------------------------------------------------------------------------------------------
