@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from .classifier import Classifier
+from .classifier_api import Classifier
 from .errors import EdgeFerError
 from .pipeline import STAGES
 from .sources import Frame, Source

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .config import SCHEMA, Setting
 from .errors import EdgeFerError
 
 log = logging.getLogger("edge_fer")
@@ -44,67 +45,65 @@ def main() -> None:
     """Real-time facial emotion recognition: Haar faces + a TFLite emotion model."""
 
 
-def model_options(f):
-    f = click.option("--model", "-m", type=click.Path(path_type=Path), default=None,
-                     help="TFLite model (default: the shipped one); its metadata JSON sits beside it")(f)
-    f = click.option("--threads", type=int, default=None, help="interpreter threads (default: the runtime's)")(f)
-    f = click.option("--edgetpu", is_flag=True, help="run on a Coral Edge TPU (libedgetpu.so.1)")(f)
-    return f
+def settings_options(*select: str, multiple: tuple[str, ...] = ()):
+    """Options of the settings ``select`` names, from :data:`edge_fer.config.SCHEMA`, plus ``--config``.
 
-
-def detector_options(f):
-    f = click.option("--det-width", type=int, default=320, show_default=True,
-                     help="detect faces on a frame downscaled to this width (0: full size)")(f)
-    f = click.option("--min-neighbors", type=int, default=5, show_default=True,
-                     help="Haar minNeighbors: higher gives fewer false faces")(f)
-    f = click.option("--max-faces", type=int, default=0, help="keep the N largest faces (0: all)")(f)
-    return f
-
-
-def _detector(det_width: int, min_neighbors: int, max_faces: int):
-    from .detector import DetectorConfig, FaceDetector
-
-    return FaceDetector(DetectorConfig(det_width=det_width, min_neighbors=min_neighbors, max_faces=max_faces))
-
-
-def _classifier(model: Path | None, threads: int | None, edgetpu: bool):
-    from .classifier import load_classifier
-
-    return load_classifier(model, num_threads=threads, edgetpu=edgetpu)
-
-
-def run_options(f):
-    """The ``run`` options, generated from :data:`edge_fer.config.OPTIONS` (the file and env use the same schema).
-
-    Every default is None here, so a value given on the command line is told apart from one
-    that is not (and then comes from the environment, the config file or the schema's default).
+    ``select`` holds section names (``"detector"``) or single settings (``"input.camera"``);
+    ``multiple`` names parameters that may be repeated (``bench --model A --model B``). The command
+    gets ``given``: only the values typed on the command line, by parameter name, ready for
+    :func:`edge_fer.config.resolve` (every default is None here, so an option that is not given
+    is told apart from one that is, and comes from the environment, the file or the schema).
     """
-    from .config import OPTIONS
+    chosen = [s for s in SCHEMA if s.on_cli and (s.section in select or f"{s.section}.{s.name}" in select)]
 
-    for opt in reversed(OPTIONS):
-        if not opt.on_cli:
-            continue
-        help_ = opt.help
-        if opt.default is not None and opt.default is not False and opt.kind != "count":
-            help_ += f"  [default: {str(opt.default).lower() if isinstance(opt.default, bool) else opt.default}]"
-        short = [opt.short] if opt.short else []
-        if opt.kind == "count":
-            f = click.option(*short, opt.flag, opt.name, count=True, help=help_)(f)
-        elif opt.kind == "bool":
-            f = click.option(f"{opt.flag}/--no-{opt.flag[2:]}", *short, opt.name, default=None, help=help_)(f)
-        else:
-            kind = {"int": int, "float": float, "str": str, "path": click.Path(path_type=Path)}.get(opt.kind)
-            if opt.kind == "choice":
-                kind = click.Choice([str(c) for c in opt.choices])
-            f = click.option(opt.flag, *short, opt.name, type=kind, default=None, help=help_)(f)
-    return f
+    def decorate(f):
+        @wraps(f)
+        def command(*args, **kwargs):
+            from click.core import ParameterSource
+
+            ctx = click.get_current_context()
+            given = {}
+            for name in ["config", *(s.param for s in chosen)]:
+                value = kwargs.pop(name)
+                if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+                    given[name] = value
+            for s in chosen:  # click's Choice gives strings: back to the schema's values (MQTT QoS 0/1)
+                if s.kind == "choice" and s.param in given:
+                    to_value = {str(c): c for c in s.choices}
+                    value = given[s.param]
+                    given[s.param] = tuple(map(to_value.get, value)) if s.param in multiple else to_value[value]
+            return f(*args, given=given, **kwargs)
+
+        for s in reversed(chosen):
+            command = _option(s, s.param in multiple)(command)
+        return click.option("--config", type=click.Path(path_type=Path), default=None,
+                            help="TOML file with any of these settings (env: EDGE_FER_CONFIG)")(command)
+
+    return decorate
+
+
+def _option(s: Setting, multiple: bool):
+    """One click option for setting ``s``."""
+    help_ = s.help
+    if s.default is not None and s.default is not False and s.kind != "count":
+        help_ += f"  [default: {str(s.default).lower() if isinstance(s.default, bool) else s.default}]"
+    if multiple:
+        help_ += " (repeatable)"
+    names = [s.flag, *([s.short] if s.short else []), s.param]
+    if s.kind == "count":
+        return click.option(*names, count=True, help=help_)
+    if s.kind == "bool":
+        return click.option(f"{s.flag}/--no-{s.flag[2:]}", *names[1:], default=None, help=help_)
+    kind = {"int": int, "float": float, "str": str, "path": click.Path(path_type=Path)}.get(s.kind)
+    if s.kind == "choice":
+        kind = click.Choice([str(c) for c in s.choices])
+    return click.option(*names, type=kind, default=None, multiple=multiple, help=help_)
 
 
 @main.command(context_settings=CONTEXT)
-@run_options
-@click.pass_context
+@settings_options("input", "classifier", "detector", "tracking", "output", "service", "mqtt", "http")
 @_friendly
-def run(ctx, **params):
+def run(given):
     """Recognise emotions in a live camera, a video, or images; optionally publish to MQTT.
 
     Every option can also come from a TOML file (--config) or an EDGE_FER_<OPTION> environment
@@ -117,17 +116,10 @@ def run(ctx, **params):
     edge-fer run --source clip.mp4 --output jsonl --max-frames 100
     edge-fer run --config /etc/edge-fer/config.toml
     """
-    from click.core import ParameterSource
-
-    from .config import BY_NAME, resolve
+    from .config import resolve
     from .service import Service
     from .systemd import configure_logging
 
-    given = {name: value for name, value in params.items()
-             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-    for name, value in list(given.items()):
-        if BY_NAME[name].kind == "choice" and isinstance(BY_NAME[name].default, int):
-            given[name] = int(value)
     configure_logging(given.get("verbose", 0))
     settings = resolve(given)
     summary, extra = Service(settings, reload=lambda: resolve(given)).run()
@@ -165,25 +157,27 @@ def config_check(file, with_env, show):
 
 @main.command(context_settings=CONTEXT)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@model_options
-@detector_options
+@settings_options("classifier", "detector")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per image")
 @click.option("--annotate", type=click.Path(path_type=Path), default=None,
               help="write annotated images (a file for one image, else a folder)")
 @click.option("--plot", type=click.Path(path_type=Path), default=None,
               help="bar chart of the largest face's probabilities (a file for one image, else a folder)")
 @_friendly
-def predict(images, model, threads, edgetpu, det_width, min_neighbors, max_faces, as_json, annotate, plot):
-    """Faces and emotion probabilities for each image."""
+def predict(images, given, as_json, annotate, plot):
+    """Faces and emotion probabilities for each image (settings as for `run`: options, EDGE_FER_*, --config)."""
     import cv2
 
+    from .build import make_classifier, make_detector
+    from .config import resolve
     from .evaluate import bar_chart
     from .outputs import annotate as draw
     from .pipeline import FrameResult, classify_image
     from .preprocess import to_gray
 
-    classifier = _classifier(model, threads, edgetpu)
-    detector = _detector(det_width, min_neighbors, max_faces)
+    settings = resolve(given, read_secrets=False)
+    classifier = make_classifier(settings.classifier)
+    detector = make_detector(settings.detector)
     for target in (annotate, plot):
         if target is not None and len(images) > 1:
             target.mkdir(parents=True, exist_ok=True)
@@ -222,81 +216,89 @@ def _imwrite(path: Path, image) -> None:
 @click.option("--data", required=True, type=click.Path(path_type=Path),
               help="labelled faces: .npz (x/y or <split>_x/<split>_y), FER2013 CSV, or a folder of class folders")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
-@model_options
+@settings_options("classifier", "detector")
+@click.option("--detect", is_flag=True,
+              help="DATA is a folder of class folders of whole photos: find faces as `run` does and classify the "
+                   "largest; photos without a face are counted in their own row")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="write the confusion matrix PNG")
 @_friendly
-def eval_(data, split, model, threads, edgetpu, as_json, plot):
-    """Accuracy, macro-F1, per-class metrics and confusion matrix on labelled faces."""
+def eval_(data, split, given, detect, as_json, plot):
+    """Accuracy, macro-F1, per-class metrics, calibration (ECE) and confusion matrix on labelled faces or photos.
+
+    The detector settings apply with --detect only.
+    """
+    from .build import make_classifier, make_detector
+    from .config import resolve
     from .datasets import load_split
     from .evaluate import confusion_image, evaluate
+    from .photo_eval import evaluate_photos
 
-    classifier = _classifier(model, threads, edgetpu)
-    faces = load_split(data, split, classifier.input_size, classifier.labels)
-    result = evaluate(classifier, faces)
+    settings = resolve(given, read_secrets=False)
+    classifier = make_classifier(settings.classifier)
+    if detect:
+        result = evaluate_photos(classifier, make_detector(settings.detector), data, split)
+    else:
+        result = evaluate(classifier, load_split(data, split, classifier.input_size, classifier.labels))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        click.echo(f"{data} [{split}] with {getattr(classifier, 'model_path', model)} ({classifier.backend})\n")
+        model = getattr(classifier, "model_path", settings.classifier.model)
+        click.echo(f"{data} [{split}{', faces detected' if detect else ''}] with {model} ({classifier.backend})\n")
         click.echo(result.table())
     if plot is not None:
-        _imwrite(plot, confusion_image(result))
+        _imwrite(plot, confusion_image(result.faces if detect else result))
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--camera", type=int, default=None, help="benchmark on a camera")
-@click.option("--source", "-s", default=None, help="video, image folder or stream (default: synthetic frames)")
-@click.option("--model", "-m", "models", multiple=True, type=click.Path(path_type=Path),
-              help="model(s) to compare (repeatable; default: the shipped one)")
-@click.option("--threads", "threads_list", multiple=True, type=int, help="thread counts to compare (repeatable)")
-@click.option("--edgetpu", is_flag=True, help="run on a Coral Edge TPU")
-@detector_options
-@click.option("--detect-every", type=int, default=3, show_default=True)
-@click.option("--full-detect-every", type=int, default=30, show_default=True)
+@settings_options("input.camera", "input.source", "classifier", "detector", "tracking", "http.listen",
+                  multiple=("model", "threads"))
 @click.option("--frames", type=int, default=300, show_default=True, help="frames per configuration")
 @click.option("--warmup", type=int, default=10, show_default=True, help="frames left out of the figures")
-@click.option("--http", "http", default=None, metavar="[HOST:]PORT",
-              help="also run each configuration with the web view serving here (its cost; connect a viewer to "
-                   "measure one)")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON only")
 @_friendly
-def bench(camera, source, models, threads_list, edgetpu, det_width, min_neighbors, max_faces, detect_every,
-          full_detect_every, frames, warmup, http, as_json):
+def bench(given, frames, warmup, as_json):
     """Per-stage latency (p50/p90/p99) and end-to-end FPS; one row per model and thread count.
 
-    With --http each configuration runs a second time with the web view on (a "+ web view" row):
-    its per-frame work (the frame handed over, the metrics counted) is in the output stage.
+    Frames come from --camera or --source, else synthetic ones; each --model and --threads given
+    adds rows (default: the shipped model, the runtime's threads). With --http each configuration
+    runs a second time with the web view serving there (a "+ web view" row; connect a viewer to
+    measure one): its per-frame work (the frame handed over, the metrics counted) is in the output
+    stage.
     """
     from .bench import SyntheticSource, bench_one, decode_all, format_stages, format_table
+    from .build import make_classifier, make_pipeline
     from .classifier import DEFAULT_MODEL
-    from .pipeline import Pipeline
+    from .config import resolve
     from .runner import run_loop
     from .sources import open_source
 
-    if camera is not None:
-        src = open_source(camera)
-    elif source is not None:
-        src = open_source(source)
-    else:
-        src = SyntheticSource(frames + warmup)
+    models, threads_list = given.pop("model", ()), given.pop("threads", ())
+    runs = [resolve({**given, **({"model": m} if m is not None else {}), **({"threads": n} if n is not None else {})},
+                    read_secrets=False)
+            for m in models or (None,) for n in threads_list or (None,)]
+    first = runs[0]
+    spec = first.input.camera if first.input.camera is not None else first.input.source
+    src = SyntheticSource(frames + warmup) if spec is None else open_source(spec)
     buffered = decode_all(src, frames + warmup)
     if not buffered.frames:
         raise EdgeFerError(f"no frames could be read from {buffered.name}")
-    view_settings = _bench_view_settings(http) if http else None
+    view_settings = first.http if first.http.listen else None
     rows = []
-    for model in models or (None,):
-        for threads in threads_list or (None,):
-            for view in (None, view_settings) if view_settings else (None,):
-                def make_run(model=model, threads=threads, view=view):
-                    classifier = _classifier(model, threads, edgetpu)
-                    pipeline = Pipeline(classifier, _detector(det_width, min_neighbors, max_faces),
-                                        detect_every=detect_every, full_detect_every=full_detect_every)
-                    if view is None:
-                        return classifier, lambda s: run_loop(s, pipeline, [], collect_timings=True, warmup=warmup)
-                    return classifier, lambda s: _run_with_view(s, pipeline, classifier, view, warmup)
+    for settings in runs:
+        for view in (None, view_settings) if view_settings else (None,):
+            def make_run(s=settings, view=view):
+                classifier = make_classifier(s.classifier)
+                pipeline = make_pipeline(s, classifier)
+                if view is None:
+                    return classifier, lambda source: run_loop(source, pipeline, [], collect_timings=True,
+                                                               warmup=warmup)
+                return classifier, lambda source: _run_with_view(source, pipeline, classifier, s, warmup)
 
-                label = Path(model).name if model else f"{DEFAULT_MODEL.name} (shipped)"
-                rows.append(bench_one(make_run, buffered, label + (" + web view" if view else ""), threads, warmup))
+            model = settings.classifier.model
+            label = (model.name if model else f"{DEFAULT_MODEL.name} (shipped)") + (" + web view" if view else "")
+            rows.append(bench_one(make_run, buffered, label, settings.classifier.threads, warmup))
+    detect_every, det_width = first.tracking.detect_every, first.detector.det_width
     record = {"source": buffered.name, "frames": len(buffered.frames) - warmup, "detect_every": detect_every,
               "det_width": det_width, "rows": [r.to_dict() for r in rows]}
     if as_json:
@@ -311,26 +313,16 @@ def bench(camera, source, models, threads_list, edgetpu, det_width, min_neighbor
     click.echo("\n" + json.dumps(record, separators=(",", ":")))
 
 
-def _bench_view_settings(listen: str):
-    from .web import HttpSettings, parse_listen
-
-    try:
-        host, port = parse_listen(listen)
-    except ValueError as exc:
-        raise EdgeFerError(f"--http: {exc}") from None
-    return HttpSettings(host=host, port=port, insecure=True)
-
-
 def _run_with_view(source, pipeline, classifier, settings, warmup: int):
     """The bench loop with the web view on: the view is a sink, and counts each frame as ``run`` does."""
     import time
 
     from .runner import run_loop
-    from .web import RunFacts, WebView
+    from .service import run_facts
+    from .web import WebView
 
-    view = WebView(settings)
-    view.attach(RunFacts(device_id="bench", model=str(getattr(classifier, "model_path", "")), backend=classifier.backend,
-                         detector="haar", source=source.name, labels=tuple(classifier.labels)), source, None)
+    view = WebView(settings.http)
+    view.attach(run_facts(settings, classifier, source), source, None)
     click.echo(f"bench: web view on {view.url} while this configuration runs", err=True)
 
     def record(result) -> None:  # run calls this from on_frame, after the timings: count it in the output stage
@@ -347,14 +339,15 @@ def _run_with_view(source, pipeline, classifier, settings, warmup: int):
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--model", "-m", type=click.Path(path_type=Path), default=None)
+@settings_options("classifier.model")
 @click.option("--json", "as_json", is_flag=True)
 @_friendly
-def info(model, as_json):
+def info(given, as_json):
     """Versions, interpreter backend, delegates, model metadata, cameras."""
+    from .config import resolve
     from .info import collect, format_info
 
-    data = collect(model)
+    data = collect(resolve(given, read_secrets=False).classifier.model)
     click.echo(json.dumps(data, indent=2) if as_json else format_info(data))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .classifier import Classifier
+from .classifier_api import Classifier
 from .detector import FaceDetector
 from .preprocess import Box, prepare_faces
 from .sources import Frame

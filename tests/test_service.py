@@ -282,7 +282,8 @@ def test_a_failing_output_does_not_end_the_loop(video, caplog):
     from edge_fer.config import resolve
     from edge_fer.outputs import JsonlSink
     from edge_fer.runner import run_loop
-    from edge_fer.service import make_pipeline, open_source
+    from edge_fer.build import make_pipeline
+    from edge_fer.service import open_source
 
     settings = resolve({"source": str(video), "loop": True}, {})
     source, still = open_source(settings)

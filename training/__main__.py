@@ -15,6 +15,7 @@ COMMANDS = {
     "garf": "GA feature selection + RandomForest on backbone features, with device files",
     "tune": "Keras Tuner search (random or hyperband); writes a config for train --config",
     "ensemble": "average or stack TFLite models (tree, logistic) into one device model",
+    "throughput": "measure samples/s of one training step per width and batch size (plan a long run)",
 }
 
 

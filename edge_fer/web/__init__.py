@@ -2,10 +2,11 @@
 
 Split by concern: :mod:`.frames` (the newest frame and its JPEG, made only while someone
 watches), :mod:`.metrics` (Prometheus), :mod:`.server` (routes, tokens, the HTTP server).
-Endpoints and metrics are listed in docs/service.md.
+Its settings are the ``[http]`` section of :mod:`edge_fer.config`. Endpoints and metrics are
+listed in docs/service.md.
 """
 
 from .metrics import RunFacts
-from .server import HttpSettings, WebView, parse_listen
+from .server import WebView
 
-__all__ = ["HttpSettings", "RunFacts", "WebView", "parse_listen"]
+__all__ = ["RunFacts", "WebView"]

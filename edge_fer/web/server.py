@@ -13,20 +13,18 @@ Safe by default: the view listens on 127.0.0.1; listening on any other address n
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import socket
 import socketserver
 import threading
 import time
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..config import Secret
+from ..config import HttpSettings
 from ..errors import EdgeFerError
 from ..pipeline import FrameResult
 from ..sources import Frame
@@ -42,58 +40,6 @@ KEEPALIVE = 15.0        # /api/events: a comment line when nothing was sent for 
 CLIENT_TIMEOUT = 10.0   # a client that takes no data for this long is dropped (frees its stream slot)
 
 
-@dataclass(frozen=True)
-class HttpSettings:
-    """Where and how the view listens, and what it allows."""
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    token: Secret | None = field(default=None, repr=False)
-    insecure: bool = False     # allow a non-loopback address without a token
-    fps: float = 10.0          # JPEGs per second at most, for the stream and snapshots together
-    max_clients: int = 4       # stream clients at once (and as many event clients); the next gets 503
-    stall: float = 10.0        # seconds without a frame before /healthz answers 503
-    quality: int = 80          # JPEG quality
-
-    @property
-    def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @property
-    def loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:  # a host name: it may resolve to anything
-            return False
-
-    def problem(self) -> str | None:
-        """Why these settings must not be used, or None."""
-        if not self.loopback and self.token is None and not self.insecure:
-            return (f"the web view would listen on {self.address}, beyond this machine, without a token: set one "
-                    f"(http.token_file or EDGE_FER_HTTP_TOKEN) or allow it explicitly with --http-insecure")
-        return None
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``PORT``, ``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); a bare port listens on 127.0.0.1."""
-    t = text.strip()
-    host, port = "127.0.0.1", t
-    if t.startswith("["):
-        end = t.find("]")
-        if end < 0 or t[end + 1:end + 2] != ":":
-            raise ValueError(f"expected [IPv6]:PORT, got {text!r}")
-        host, port = t[1:end], t[end + 2:]
-    elif ":" in t:
-        host, _, port = t.rpartition(":")
-        if not host or ":" in host:
-            raise ValueError(f"expected PORT or HOST:PORT (IPv6 as [ADDR]:PORT), got {text!r}")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected PORT or HOST:PORT with a port from 0 to 65535, got {text!r}")
-    return host, int(port)
-
-
 def _reconnects(source: Any) -> int:
     return int(getattr(source, "reconnects", 0) or 0)
 
@@ -106,12 +52,12 @@ class WebView:
     """
 
     def __init__(self, settings: HttpSettings):
-        problem = settings.problem()
+        problem = settings.exposure()  # run's settings were checked already; this guards every other caller
         if problem:
             raise EdgeFerError(problem)
         self.s = settings
         self.started = time.monotonic()
-        self.hub = FrameHub(settings.fps, settings.quality)
+        self.hub = FrameHub(settings.fps)
         self.metrics = Metrics(self.facts, self.live)
         self.page = resources.files(__package__).joinpath("page.html").read_bytes()
         self.frames = 0

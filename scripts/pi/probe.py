@@ -108,13 +108,10 @@ def raw(faces_path: str, out_path: str, model: str | None = None) -> dict:
     nothing runs after the final op."""
     import numpy as np
 
-    from edge_fer.classifier import DEFAULT_MODEL
-    from edge_fer.ensemble import member_paths
-    from edge_fer.metadata import load_metadata
+    from edge_fer.classifier import DEFAULT_MODEL, model_files
 
     path = Path(model) if model else DEFAULT_MODEL
-    meta = load_metadata(path)
-    networks = member_paths(path, meta) if meta.kind == "ensemble" else [path]
+    networks = [f for f in model_files(path) if f.suffix == ".tflite"]
     faces = np.load(faces_path)
     results = [_raw_one(network, faces) for network in networks]
     keys = [k for k in results[0][0] if all(k in r[0] for r in results)]
