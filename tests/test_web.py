@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge_fer.config import ConfigError, resolve
 from browser import Browser
 from service_helpers import SAMPLE, Broker, EdgeFer, StreamServer, free_port, make_video, start_edge_fer, wait_until
 from support import MEDIA, assert_one_line_error, run_cli
@@ -346,6 +347,35 @@ def test_health_turns_503_while_the_camera_stalls_and_200_when_it_is_back(tmp_pa
         camera.stop()
 
 
+def test_a_reload_keeps_the_view_and_its_viewers_unless_its_settings_change(tmp_path, clip):
+    port, other = free_port(), free_port()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'source = "{clip}"\nloop = true\noutput = "none"\nmax_fps = 20.0\n[http]\nlisten = "{port}"\n')
+    run = start_edge_fer(tmp_path, ["--config", str(cfg)])
+    try:
+        wait_serving(run, port)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/stream.mjpg")
+        viewer = conn.getresponse()
+        assert viewer.status == 200
+        cfg.write_text(cfg.read_text().replace("max_fps = 20.0", "max_fps = 15.0"))
+        run.proc.send_signal(signal.SIGHUP)
+        run.wait_stderr("configuration reloaded (changed: max_fps)", 20)
+        frames = sample(metrics(port), "edge_fer_frames", "edge_fer_frames_total")
+        viewer.read(200_000)  # the viewer was kept: its stream goes on
+        assert sample(metrics(port), "edge_fer_frames", "edge_fer_frames_total") >= frames > 0
+        conn.close()
+        cfg.write_text(cfg.read_text().replace(f'listen = "{port}"', f'listen = "{other}"'))
+        run.proc.send_signal(signal.SIGHUP)
+        run.wait_stderr("http.listen", 20)
+        wait_serving(run, other)
+        with pytest.raises(OSError):
+            request(port, "/healthz", timeout=2)
+        stop(run)
+    finally:
+        run.kill()
+
+
 # --- listening beyond this machine -------------------------------------------------------------------------------------
 
 def test_a_non_loopback_address_needs_a_token_or_insecure(tmp_path):
@@ -387,6 +417,38 @@ def test_a_non_loopback_address_needs_a_token_or_insecure(tmp_path):
         stop(run)
     finally:
         run.kill()
+
+
+def test_http_settings_from_the_file_the_environment_and_the_command_line(tmp_path):
+    (tmp_path / "token").write_text("s3cret\n")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[http]\nlisten = "0.0.0.0:8080"\ntoken_file = "token"\nfps = 5\nmax_clients = 2\nstall = 3\n')
+    s = resolve({}, {}, cfg)
+    assert (s.http.host, s.http.port, s.http.fps, s.http.max_clients, s.http.stall) == ("0.0.0.0", 8080, 5.0, 2, 3.0)
+    assert s.http.token.get() == "s3cret" and "s3cret" not in repr(s)
+    assert resolve({}, {"EDGE_FER_HTTP_TOKEN": "env"}, cfg).http.token.get() == "env"
+    assert resolve({}, {"EDGE_FER_HTTP": "9000"}, cfg).http.address == "127.0.0.1:9000"
+    assert resolve({"http": "[::1]:9001"}, {}, cfg).http.address == "[::1]:9001"
+    assert resolve({}, {}).http.listen is None, "off by default"
+    problems = [
+        ({"http": "0.0.0.0:8080"}, {}, "--http: the web view would listen on 0.0.0.0:8080, beyond this machine"),
+        ({}, {"EDGE_FER_HTTP": "lan-host:8080"}, "EDGE_FER_HTTP: the web view would listen on lan-host:8080"),
+        ({"http": "99999"}, {}, "--http: must be PORT, HOST:PORT or [IPv6]:PORT with a port from 0 to 65535"),
+        ({"http": "a:b:8080"}, {}, "--http: must be PORT, HOST:PORT or [IPv6]:PORT, got 'a:b:8080'"),
+        ({"http_fps": 0.0}, {}, "--http-fps: must be a number from 0.5 to 60"),
+    ]
+    for cli, env, expected in problems:
+        with pytest.raises(ConfigError) as err:
+            resolve(cli, env)
+        assert str(err.value).startswith(expected), str(err.value)
+    assert resolve({"http": "0.0.0.0:8080", "http_insecure": True}, {}).http.exposure() is None
+    assert resolve({"http": "localhost:8080"}, {}).http.exposure() is None
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[http]\nlisten = "8080"\ntoken = "in-the-file"\n')
+    with pytest.raises(ConfigError) as err:
+        resolve({}, {}, bad)
+    assert "http.token: a token is not allowed in the config file; put it in a file named by http.token_file, " \
+           "or in EDGE_FER_HTTP_TOKEN" in str(err.value)
 
 
 # --- a real browser ----------------------------------------------------------------------------------------------------
