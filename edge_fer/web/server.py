@@ -68,8 +68,7 @@ class WebView:
         self._result: FrameResult | None = None
         self._last_frame: float | None = None
         self._lock = threading.Lock()
-        self.stream_clients = 0
-        self.event_clients = 0
+        self.clients = {"stream": 0, "events": 0}  # connected now, by kind
         self.closed = threading.Event()
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         try:
@@ -136,7 +135,7 @@ class WebView:
             mqtt_sent=None if mqtt is None else c["sent"] + mqtt.sent,
             mqtt_dropped=None if mqtt is None else c["dropped"] + mqtt.dropped,
             mqtt_connected=None if mqtt is None else mqtt.connected,
-            stream_clients=self.stream_clients, event_clients=self.event_clients, jpegs=self.hub.encoded)
+            stream_clients=self.clients["stream"], event_clients=self.clients["events"], jpegs=self.hub.encoded)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, body): healthy while the newest frame is younger than ``stall`` seconds."""
@@ -168,16 +167,16 @@ class WebView:
                 "health": health, "uptime": round(v.uptime, 1)}
 
     def take_slot(self, kind: str) -> bool:
-        """Count a stream or event client in, unless ``max_clients`` of that kind are connected."""
+        """Count a ``stream`` or ``events`` client in, unless ``max_clients`` of that kind are connected."""
         with self._lock:
-            if getattr(self, kind) >= self.s.max_clients:
+            if self.clients[kind] >= self.s.max_clients:
                 return False
-            setattr(self, kind, getattr(self, kind) + 1)
+            self.clients[kind] += 1
             return True
 
     def free_slot(self, kind: str) -> None:
         with self._lock:
-            setattr(self, kind, getattr(self, kind) - 1)
+            self.clients[kind] -= 1
 
     def authorized(self, header: str | None, query_token: str | None) -> bool:
         if self.s.token is None:
@@ -303,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, jpeg, "image/jpeg", head)
 
     def _stream(self, view: WebView, head: bool) -> None:
-        if not view.take_slot("stream_clients"):
+        if not view.take_slot("stream"):
             self._reply(503, {"error": f"{view.s.max_clients} stream clients already"}, head=head,
                         headers={"Retry-After": "5"})
             return
@@ -321,10 +320,10 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}"
                                      f"\r\n\r\n".encode() + jpeg + b"\r\n")
         finally:
-            view.free_slot("stream_clients")
+            view.free_slot("stream")
 
     def _events(self, view: WebView, head: bool) -> None:
-        if not view.take_slot("event_clients"):
+        if not view.take_slot("events"):
             self._reply(503, {"error": f"{view.s.max_clients} event clients already"}, head=head,
                         headers={"Retry-After": "5"})
             return
@@ -345,7 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if view.closed.wait(EVENT_PERIOD):
                     return
         finally:
-            view.free_slot("event_clients")
+            view.free_slot("events")
 
     # --- logs: no request lines with their ?token= at info level ----------------------------------------------------------
 
