@@ -38,6 +38,7 @@ class FrameHub:
         self._jpeg: bytes | None = None
         self._jpeg_seq = 0            # JPEGs made so far; a viewer waits for a higher one
         self._jpeg_of = 0             # the frame the current JPEG shows
+        self.shown: FrameResult | None = None  # the result drawn on the current JPEG
         self._closed = False
         self.encoded = 0
         self._thread = threading.Thread(target=self._encode_loop, name="http-jpeg", daemon=True)
@@ -126,7 +127,7 @@ class FrameHub:
                 ok = False
             with self._cond:
                 if ok:
-                    self._jpeg, self._jpeg_of = buf.tobytes(), seq
+                    self._jpeg, self._jpeg_of, self.shown = buf.tobytes(), seq, result
                     self._jpeg_seq += 1
                     self.encoded += 1
                 else:

@@ -154,9 +154,15 @@ class WebView:
         return False, {"status": "stalled", "frames": self.frames, "last_frame_age": round(age, 3),
                        "reason": f"no frame from {source} for {age:.1f} s (threshold {self.s.stall:g} s)"}
 
-    def state(self) -> dict[str, Any]:
-        """The device, the MQTT ``state`` fields and the newest ``--output jsonl`` record (None before a frame)."""
+    def state(self, as_shown: bool = False) -> dict[str, Any]:
+        """The device, the MQTT ``state`` fields and the newest ``--output jsonl`` record (None before a frame).
+
+        ``as_shown``: while the stream is watched, the record of the frame on the newest JPEG instead,
+        so the page's bars agree with the picture beside them.
+        """
         f, result, v = self._facts, self._result, self.live()
+        if as_shown and self.clients["stream"] and self.hub.shown is not None:
+            result = self.hub.shown
         device = None if f is None else {
             "device_id": f.device_id, "version": f.version, "model": f.model, "backend": f.backend,
             "detector": f.detector, "source": f.source, "labels": list(f.labels)}
@@ -336,7 +342,8 @@ class _Handler(BaseHTTPRequestHandler):
                 now = time.monotonic()
                 if view.frames != sent_frames or sent_frames < 0:
                     sent_frames = view.frames
-                    self.wfile.write(b"data: " + json.dumps(view.state(), separators=(",", ":")).encode() + b"\n\n")
+                    state = view.state(as_shown=True)
+                    self.wfile.write(b"data: " + json.dumps(state, separators=(",", ":")).encode() + b"\n\n")
                     sent_at = now
                 elif now - sent_at >= KEEPALIVE:
                     self.wfile.write(b": keepalive\n\n")
