@@ -101,7 +101,7 @@ def _option(s: Setting, multiple: bool):
 
 
 @main.command(context_settings=CONTEXT)
-@settings_options("input", "classifier", "detector", "tracking", "output", "service", "mqtt")
+@settings_options("input", "classifier", "detector", "tracking", "output", "service", "mqtt", "http")
 @_friendly
 def run(given):
     """Recognise emotions in a live camera, a video, or images; optionally publish to MQTT.
@@ -251,7 +251,7 @@ def eval_(data, split, given, detect, as_json, plot):
 
 
 @main.command(context_settings=CONTEXT)
-@settings_options("input.camera", "input.source", "classifier", "detector", "tracking",
+@settings_options("input.camera", "input.source", "classifier", "detector", "tracking", "http.listen",
                   multiple=("model", "threads"))
 @click.option("--frames", type=int, default=300, show_default=True, help="frames per configuration")
 @click.option("--warmup", type=int, default=10, show_default=True, help="frames left out of the figures")
@@ -261,7 +261,10 @@ def bench(given, frames, warmup, as_json):
     """Per-stage latency (p50/p90/p99) and end-to-end FPS; one row per model and thread count.
 
     Frames come from --camera or --source, else synthetic ones; each --model and --threads given
-    adds rows (default: the shipped model, the runtime's threads).
+    adds rows (default: the shipped model, the runtime's threads). With --http each configuration
+    runs a second time with the web view serving there (a "+ web view" row; connect a viewer to
+    measure one): its per-frame work (the frame handed over, the metrics counted) is in the output
+    stage.
     """
     from .bench import SyntheticSource, bench_one, decode_all, format_stages, format_table
     from .build import make_classifier, make_pipeline
@@ -280,16 +283,21 @@ def bench(given, frames, warmup, as_json):
     buffered = decode_all(src, frames + warmup)
     if not buffered.frames:
         raise EdgeFerError(f"no frames could be read from {buffered.name}")
+    view_settings = first.http if first.http.listen else None
     rows = []
     for settings in runs:
-        def make_run(s=settings):
-            classifier = make_classifier(s.classifier)
-            pipeline = make_pipeline(s, classifier)
-            return classifier, lambda source: run_loop(source, pipeline, [], collect_timings=True, warmup=warmup)
+        for view in (None, view_settings) if view_settings else (None,):
+            def make_run(s=settings, view=view):
+                classifier = make_classifier(s.classifier)
+                pipeline = make_pipeline(s, classifier)
+                if view is None:
+                    return classifier, lambda source: run_loop(source, pipeline, [], collect_timings=True,
+                                                               warmup=warmup)
+                return classifier, lambda source: _run_with_view(source, pipeline, classifier, s, warmup)
 
-        model = settings.classifier.model
-        label = model.name if model else f"{DEFAULT_MODEL.name} (shipped)"
-        rows.append(bench_one(make_run, buffered, label, settings.classifier.threads, warmup))
+            model = settings.classifier.model
+            label = (model.name if model else f"{DEFAULT_MODEL.name} (shipped)") + (" + web view" if view else "")
+            rows.append(bench_one(make_run, buffered, label, settings.classifier.threads, warmup))
     detect_every, det_width = first.tracking.detect_every, first.detector.det_width
     record = {"source": buffered.name, "frames": len(buffered.frames) - warmup, "detect_every": detect_every,
               "det_width": det_width, "rows": [r.to_dict() for r in rows]}
@@ -303,6 +311,31 @@ def bench(given, frames, warmup, as_json):
         if row.status == "ok":
             click.echo("\n" + format_stages(row))
     click.echo("\n" + json.dumps(record, separators=(",", ":")))
+
+
+def _run_with_view(source, pipeline, classifier, settings, warmup: int):
+    """The bench loop with the web view on: the view is a sink, and counts each frame as ``run`` does."""
+    import time
+
+    from .runner import run_loop
+    from .service import run_facts
+    from .web import WebView
+
+    view = WebView(settings.http)
+    view.attach(run_facts(settings, classifier, source), source, None)
+    click.echo(f"bench: web view on {view.url} while this configuration runs", err=True)
+
+    def record(result) -> None:  # run calls this from on_frame, after the timings: count it in the output stage
+        t = time.perf_counter()
+        view.record(result)
+        spent = time.perf_counter() - t
+        result.timings["output"] += spent
+        result.timings["total"] += spent
+
+    try:
+        return run_loop(source, pipeline, [view], collect_timings=True, warmup=warmup, on_frame=record)
+    finally:
+        view.close()
 
 
 @main.command(context_settings=CONTEXT)
