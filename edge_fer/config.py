@@ -29,7 +29,8 @@ Precedence is command line > environment > config file > defaults, kept as each 
 
 Secrets: the MQTT password comes from ``--mqtt-password-file``/``mqtt.password_file`` or the
 ``EDGE_FER_MQTT_PASSWORD`` environment variable, never from the file itself; it is kept in a
-:class:`Secret` whose ``repr`` and ``str`` hide it, so it never reaches a log.
+:class:`Secret` whose ``repr`` and ``str`` hide it, so it never reaches a log. The web view's token
+(``http.token_file``, ``EDGE_FER_HTTP_TOKEN``) is handled the same way.
 
 Every problem is one line naming the key where it came from (``config.toml: mqtt.port: ...``,
 ``EDGE_FER_DET_WIDTH: ...``, ``--max-fps: ...``). This module imports neither OpenCV nor the
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import re
 import socket
@@ -96,15 +98,17 @@ _SPEC = "edge_fer.setting"
 
 def setting(default: Any = None, help: str = "", *, min: float | None = None, max: float | None = None,
             choices: Iterable[Any] = (), short: str | None = None, count: bool = False, in_file: bool = True,
-            on_cli: bool = True) -> Any:
+            on_cli: bool = True, param: str | None = None) -> Any:
     """A section field that is a setting. ``None`` as default means "not set" (some are derived later:
     the MQTT port from TLS, the topic from the device id, the device id from the hostname).
 
     ``count``: a repeatable flag (``-vv``); ``in_file=False``: never from the config file (secrets);
-    ``on_cli=False``: not a command-line option (secrets come from the environment or a file).
+    ``on_cli=False``: not a command-line option (secrets come from the environment or a file);
+    ``param``: the name on the command line and in the environment when it is not ``<table>_<name>``
+    (``http.listen`` is ``--http`` and ``EDGE_FER_HTTP``: the switch of its section).
     """
     spec = {"help": help, "min": min, "max": max, "choices": tuple(choices), "short": short, "count": count,
-            "in_file": in_file, "on_cli": on_cli}
+            "in_file": in_file, "on_cli": on_cli, "alias": param}
     return field(default=default, metadata={_SPEC: spec})
 
 
@@ -130,10 +134,13 @@ class Setting:
     in_file: bool = True
     on_cli: bool = True
     secret: bool = False           # kept in a Secret
+    alias: str | None = None       # the parameter name, when not the table's and the field's
 
     @property
     def param(self) -> str:
-        """The click parameter name: ``det_width``, ``mqtt_host``."""
+        """The click parameter name: ``det_width``, ``mqtt_host``, ``http`` (for ``http.listen``)."""
+        if self.alias:
+            return self.alias
         return f"{self.table}_{self.name}" if self.table else self.name
 
     @property
@@ -273,6 +280,41 @@ class MqttSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """The web view of ``run`` (see :mod:`edge_fer.web`): where it listens, what it allows, what it sends."""
+
+    TABLE: ClassVar[str | None] = "http"
+    listen: str | None = setting(None, "serve the web view, metrics and health on [HOST:]PORT (a bare PORT listens "
+                                       "on 127.0.0.1 only; default: off)", param="http")
+    token_file: Path | None = setting(None, "file holding the token the web view asks for (or set "
+                                            "EDGE_FER_HTTP_TOKEN; never on the command line)")
+    token: Secret | None = setting(None, "the web view's token (environment only)", in_file=False, on_cli=False)
+    insecure: bool = setting(False, "let --http listen beyond this machine without a token (a trusted network, "
+                                    "or a proxy that authenticates)")
+    fps: float = setting(10.0, "annotated JPEGs per second at most, for all viewers together", min=0.5, max=60)
+    max_clients: int = setting(4, "stream clients at once (and as many event clients); the next gets 503",
+                               min=1, max=100)
+    stall: float = setting(10.0, "/healthz answers 503 after S seconds without a frame", min=0.5)
+
+    @property
+    def host(self) -> str:
+        return parse_listen(self.listen or "")[0]
+
+    @property
+    def port(self) -> int:
+        return parse_listen(self.listen or "")[1]
+
+    @property
+    def address(self) -> str:
+        """``host:port`` (``[v6]:port``), as a user would type it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def exposure(self) -> str | None:
+        """Why the view must not listen like this (beyond this machine without a token or ``insecure``), or None."""
+        return exposure(self.listen or "", self.token is not None, self.insecure)
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings, by section (``s.detector.det_width``); ``origin[key]`` says where each value came from."""
 
@@ -283,6 +325,7 @@ class Settings:
     output: OutputSettings = section(OutputSettings)
     service: ServiceSettings = section(ServiceSettings)
     mqtt: MqttSettings = section(MqttSettings)
+    http: HttpSettings = section(HttpSettings)
     origin: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     config_path: Path | None = field(default=None, compare=False)
 
@@ -472,7 +515,7 @@ def read_file(path: Path) -> Layer:
         opt = BY_KEY.get(key)
         if opt is None:
             if key in KEYS:  # a secret
-                problems.append(f"{path}: {key}: a password is not allowed in the config file; "
+                problems.append(f"{path}: {key}: a {KEYS[key].name} is not allowed in the config file; "
                                 f"put it in a file named by {key}_file, or in {KEYS[key].env}")
             elif key == "config":
                 problems.append(f"{path}: config: a config file cannot name another config file")
@@ -572,23 +615,10 @@ def _cross_check(values: dict[str, Any], origin: dict[str, str], layer: dict[str
             problems.append(f"{path}: give either camera or source, not both")
         else:
             problems.append(f"give either {label('camera')} or {label('source')}, not both")
-    # The password: the higher-precedence of the password file and EDGE_FER_MQTT_PASSWORD wins.
+    # The password and the token: the higher-precedence of the file and the environment variable wins.
+    for key in ("mqtt.password", "http.token"):
+        problems += _read_secret(key, values, origin, layer, read_secrets)
     pw_file, pw = values["mqtt.password_file"], values["mqtt.password"]
-    if pw_file is not None and (pw is None or layer["mqtt.password_file"] > layer["mqtt.password"]):
-        if read_secrets:
-            where = label("mqtt.password_file")
-            try:
-                text = Path(pw_file).read_text(encoding="utf-8")
-            except OSError as exc:
-                problems.append(f"{where}: cannot read {pw_file}: {exc.strerror or exc}")
-            except UnicodeDecodeError:
-                problems.append(f"{where}: {pw_file} is not a UTF-8 text file")
-            else:
-                password = text.rstrip("\r\n")
-                if not password:
-                    problems.append(f"{where}: {pw_file} is empty")
-                values["mqtt.password"] = Secret(password)
-                origin["mqtt.password"] = where
     if (pw_file is not None or pw is not None) and values["mqtt.user"] is None:
         which = label("mqtt.password_file") if pw_file is not None else label("mqtt.password")
         problems.append(f"{which}: a password needs a user name (mqtt.user, --mqtt-user or EDGE_FER_MQTT_USER)")
@@ -608,6 +638,17 @@ def _cross_check(values: dict[str, Any], origin: dict[str, str], layer: dict[str
     host = values["mqtt.host"]
     if host is not None and any(c.isspace() for c in host):
         problems.append(f"{label('mqtt.host')}: must be a host name or address, got {host!r}")
+    listen = values["http.listen"]
+    if listen is not None:
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            problems.append(f"{label('http.listen')}: {exc}")
+        else:
+            token = values["http.token"] is not None or values["http.token_file"] is not None
+            problem = exposure(listen, token, values["http.insecure"])
+            if problem:
+                problems.append(f"{label('http.listen')}: {problem}")
     # derived values
     if values["device_id"] is None:
         values["device_id"] = default_device_id()
@@ -616,6 +657,64 @@ def _cross_check(values: dict[str, Any], origin: dict[str, str], layer: dict[str
     if values["mqtt.topic"] is None:
         values["mqtt.topic"] = f"edge-fer/{values['device_id']}"
     return problems
+
+
+def _read_secret(key: str, values: dict[str, Any], origin: dict[str, str], layer: dict[str, int],
+                 read_secrets: bool) -> list[str]:
+    """Read ``<key>_file`` into ``key`` (a :class:`Secret`) unless the variable for ``key`` has precedence."""
+    file_key = key + "_file"
+    path, value = values[file_key], values[key]
+    if path is None or (value is not None and layer[file_key] <= layer[key]) or not read_secrets:
+        return []
+    where = origin.get(file_key, file_key)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        return [f"{where}: cannot read {path}: {exc.strerror or exc}"]
+    except UnicodeDecodeError:
+        return [f"{where}: {path} is not a UTF-8 text file"]
+    secret = text.rstrip("\r\n")
+    values[key] = Secret(secret)
+    origin[key] = where
+    return [f"{where}: {path} is empty"] if not secret else []
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``PORT``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); a bare port listens on 127.0.0.1 only."""
+    t = text.strip()
+    host, port = "127.0.0.1", t
+    if t.startswith("["):
+        end = t.find("]")
+        if end < 0 or t[end + 1:end + 2] != ":":
+            raise ValueError(f"must be PORT, HOST:PORT or [IPv6]:PORT, got {text!r}")
+        host, port = t[1:end], t[end + 2:]
+    elif ":" in t:
+        host, _, port = t.rpartition(":")
+        if not host or ":" in host:
+            raise ValueError(f"must be PORT, HOST:PORT or [IPv6]:PORT, got {text!r}")
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"must be PORT, HOST:PORT or [IPv6]:PORT with a port from 0 to 65535, got {text!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only: ``localhost`` or a loopback address (a host name may be anything)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure(listen: str, token: bool, insecure: bool) -> str | None:
+    """The one line that refuses a web view beyond this machine without a token or ``insecure``, or None."""
+    host, port = parse_listen(listen)
+    if is_loopback(host) or token or insecure:
+        return None
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return (f"the web view would listen on {address}, beyond this machine, without a token: set one "
+            f"(http.token_file or EDGE_FER_HTTP_TOKEN) or allow it explicitly with --http-insecure")
 
 
 def default_device_id() -> str:

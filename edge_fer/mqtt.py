@@ -226,16 +226,7 @@ class MqttPublisher:
 
     def state_payload(self, result: FrameResult, now: float | None = None) -> dict[str, Any]:
         now = time.monotonic() if now is None else now
-        dom = result.dominant
-        return {"ts": round(result.ts, 3),
-                "emotion": dom.emotion if dom else None,
-                "score": round(dom.score, 4) if dom else None,
-                "probs": {k: round(v, 4) for k, v in dom.probs.items()} if dom else {},
-                "faces": len(result.faces),
-                "fps": round(result.fps, 1),
-                "frames": self.frames,
-                "dropped": self.dropped,
-                "uptime": round(now - self._started, 1)}
+        return result.state_dict(frames=self.frames, dropped=self.dropped, uptime=now - self._started)
 
     def _enqueue(self, item: tuple) -> None:
         while True:

@@ -52,6 +52,19 @@ class FrameResult:
         return {"frame": self.frame, "ts": round(self.ts, 3), "fps": round(self.fps, 1),
                 "faces": [f.to_dict() for f in self.faces]}
 
+    def state_dict(self, *, frames: int, dropped: int, uptime: float) -> dict[str, Any]:
+        """The MQTT ``state`` payload (docs/service.md): the dominant face and the run's counters."""
+        dom = self.dominant
+        return {"ts": round(self.ts, 3),
+                "emotion": dom.emotion if dom else None,
+                "score": round(dom.score, 4) if dom else None,
+                "probs": {k: round(v, 4) for k, v in dom.probs.items()} if dom else {},
+                "faces": len(self.faces),
+                "fps": round(self.fps, 1),
+                "frames": frames,
+                "dropped": dropped,
+                "uptime": round(uptime, 1)}
+
     @property
     def dominant(self) -> FaceResult | None:
         """The largest face: the one a single-person display or the MQTT state reports."""

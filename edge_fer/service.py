@@ -7,6 +7,9 @@
   source without frames does not, and says so in ``STATUS=`` and once in the log.
 - SIGTERM / SIGINT: the current frame is finished, ``offline`` is published, outputs are
   flushed and closed, exit status 0 (well within 2 seconds for files and cameras alike).
+- ``--http``: a :class:`~edge_fer.web.WebView` serves the page, stream, state, metrics and
+  health from its own threads; it is a sink (a reference to each frame) and counts each
+  frame in ``on_frame``. It is kept across reloads unless its settings change.
 - SIGHUP: the config file is read again (the command line and the environment still take
   precedence). A new configuration that does not validate, or whose model or source does not
   open, is logged as one error line and the running one stays. Otherwise the pipeline is
@@ -23,7 +26,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from .config import Settings
+from .config import HttpSettings, Settings
 from .errors import EdgeFerError
 from .runner import LoopingSource, RunSummary, run_loop
 from .systemd import Notifier, configure_logging
@@ -81,6 +84,8 @@ class Service:
         self.pipeline = None
         self.sinks: list = []
         self.mqtt = None
+        self.web = None
+        self._http = None  # the web view's settings in use
         self._applied: Settings | None = None
         self._idle_since: float | None = None
         self._idle_warned = False
@@ -96,6 +101,7 @@ class Service:
         configure_logging(s.service.verbose)
         classifier = self.classifier if old is not None and old.classifier == s.classifier else \
             make_classifier(s.classifier)
+        self._apply_web(s.http if s.http.listen else None, reloading=old is not None)
         if old is not None:  # a camera cannot be opened twice: let go of the old one first
             self._close_sinks()
             self.source.close()
@@ -123,12 +129,32 @@ class Service:
                 from .mqtt import MqttPublisher
 
                 self.mqtt = MqttPublisher(s.mqtt, s.service.device_id).start()
+        if self.web is not None:
+            self.web.attach(run_facts(s, classifier, self.source), self.source, self.mqtt)
         self._applied = self.settings = s
+
+    def _apply_web(self, http: HttpSettings | None, reloading: bool) -> None:
+        """Start, restart or stop the web view when its settings change; a reload that cannot listen keeps the old."""
+        if http == self._http:
+            return
+        from .web import WebView
+
+        previous = self._http
+        self._close_web()
+        try:
+            self.web = WebView(http) if http is not None else None
+        except EdgeFerError:
+            if reloading and previous is not None:
+                self.web = WebView(previous)  # its address was freed just now
+            raise
+        self._http = http
 
     def status_line(self) -> str:
         line = f"running on {self.source.name}" if self.source is not None else "starting"
         if self.mqtt is not None:
             line += f", publishing to mqtt {self.mqtt.where} under {self.mqtt.s.topic}/"
+        if self.web is not None:
+            line += f", web view on {self.web.url}"
         return line
 
     # --- running --------------------------------------------------------------------------------------------------
@@ -175,7 +201,7 @@ class Service:
         return total, extra
 
     def _all_sinks(self) -> list:
-        return self.sinks + ([self.mqtt] if self.mqtt is not None else [])
+        return self.sinks + [part for part in (self.mqtt, self.web) if part is not None]
 
     def _close_mqtt(self) -> str:
         self.mqtt.close(CLOSE_BUDGET)
@@ -185,6 +211,8 @@ class Service:
 
     def _on_frame(self, result) -> None:
         self.notifier.watchdog()
+        if self.web is not None:
+            self.web.record(result)
         if self._idle_since is not None:
             self._idle_since = None
             self._idle_warned = False
@@ -222,15 +250,22 @@ class Service:
         self.notifier.ready(self.status_line())
 
     def close(self) -> None:
-        """MQTT first (``offline`` within the budget), then outputs, then the source."""
+        """MQTT first (``offline`` within the budget), then the web view, outputs, and the source."""
         if self.mqtt is not None:
             self.mqtt.close(CLOSE_BUDGET)
             self.mqtt = None
+        self._close_web()
         self._close_sinks()
         if self.source is not None:
             self.source.close()
             self.source = None
         self.notifier.close()
+
+    def _close_web(self) -> None:
+        if self.web is not None:
+            self.web.close()
+            self.web = None
+            self._http = None
 
     def _close_sinks(self) -> None:
         for sink in self.sinks:
@@ -257,7 +292,8 @@ def open_source(s: Settings):
         print(f"no --camera or --source given: running on the shipped sample {SAMPLE_IMAGE.name}", file=sys.stderr)
     from .detectors import DETECTORS
 
-    need_color = bool(s.output.record or s.output.display or DETECTORS[s.detector.detector].wants_color)
+    need_color = bool(s.output.record or s.output.display or s.http.listen
+                      or DETECTORS[s.detector.detector].wants_color)
     src = _open(spec, i.width, i.height, need_color=need_color)
     still = isinstance(src, ImageSource)
     if i.loop:
@@ -283,3 +319,19 @@ def make_sinks(s: Settings, source) -> list:
         sinks.append(DisplaySink())
     return sinks
 
+
+def run_facts(s: Settings, classifier, source):
+    """What the web view shows about this run."""
+    from .web import RunFacts
+
+    model = getattr(classifier, "model_path", None)
+    return RunFacts(device_id=s.service.device_id, model=model.name if model is not None else type(classifier).__name__,
+                    backend=classifier.backend, detector=describe_detector(s), source=source.name,
+                    labels=tuple(classifier.labels))
+
+
+def describe_detector(s: Settings) -> str:
+    """The face detector in a few words, for the view: ``haar 320 px`` (the kind, once there is a choice of them)."""
+    d = s.detector
+    kind = getattr(d, "detector", "haar")
+    return f"{kind} {d.det_width} px" if d.det_width else f"{kind}, full frame"

@@ -138,8 +138,8 @@ else
 fi
 if [ ! -e "$etc/environment" ]; then
     printf '%s\n' "# Environment for edge-fer.service (root-only). EDGE_FER_<OPTION>=value overrides config.toml," \
-        "# e.g. the MQTT password, which is never allowed in config.toml:" "# EDGE_FER_MQTT_PASSWORD=..." \
-        > "$etc/environment"
+        "# e.g. the MQTT password and the web view's token, which are never allowed in config.toml:" \
+        "# EDGE_FER_MQTT_PASSWORD=..." "# EDGE_FER_HTTP_TOKEN=..." > "$etc/environment"
     chmod 0600 "$etc/environment"
     say "installed $etc/environment (for secrets, mode 0600)"
 fi

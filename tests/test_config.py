@@ -247,9 +247,9 @@ def test_config_error_is_an_edge_fer_error():
 
 # --- every command: options from the one schema, the same layers -------------------------------------------------------
 
-COMMAND_SECTIONS = {"run": ("input", "classifier", "detector", "tracking", "output", "service", "mqtt"),
+COMMAND_SECTIONS = {"run": ("input", "classifier", "detector", "tracking", "output", "service", "mqtt", "http"),
                     "predict": ("classifier", "detector"), "eval": ("classifier", "detector"),
-                    "bench": ("input.camera", "input.source", "classifier", "detector", "tracking"),
+                    "bench": ("input.camera", "input.source", "classifier", "detector", "tracking", "http.listen"),
                     "info": ("classifier.model",)}
 
 

@@ -29,7 +29,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-DISTS = ("numpy", "opencv-python-headless", "ai-edge-litert", "click", "paho-mqtt")
+DISTS = ("numpy", "opencv-python-headless", "ai-edge-litert", "click", "paho-mqtt", "prometheus-client")
 HEAVY = ("tensorflow", "keras", "tf_keras", "torch", "jax", "sklearn")
 # Optional extras a Pi may lack (edge-fer[garf], apt's python3-picamera2, the legacy interpreter).
 OPTIONAL = ("sklearn", "joblib", "picamera2", "libcamera", "tflite_runtime")
