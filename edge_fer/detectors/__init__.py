@@ -54,7 +54,7 @@ def open_detector(key: str, *, fallback: bool = False, progress: Callable[[str],
     except ModelError as exc:
         if not fallback:
             raise
-        progress(f"warning: using the haar detector: {exc}")
+        progress(f"the {key} detector is unavailable, using haar instead: {exc}")
         return make_detector("haar", **options)
 
 
