@@ -219,6 +219,14 @@ def run_checks(args, tools, models, root, manifest, built, setup_s, work, t_star
     return 0 if results["ok"] else 1
 
 
+def compared(x86: Runner, ref: Path, got: Path, key: str) -> dict:
+    """``probe compare`` of two result files on the host; a failure becomes an error under ``key``."""
+    try:
+        return x86.json([PROBE, "compare", ref, got], 300)
+    except StepError as exc:
+        return {key: {"error": f"comparing failed: {exc}"}}
+
+
 def check_model(model, res, args, tools, root, work, ref, photos, video, faces_npy, tests) -> None:
     """Every check for one CPU model; results go into ``res``."""
     cpu, board = CPUS[model]
@@ -247,11 +255,7 @@ def check_model(model, res, args, tools, root, work, ref, photos, video, faces_n
                                             + (f"; without optional extras: {', '.join(opt)}" if opt else ""))
     found = step("detect", lambda: check_detect(r, photos))
     if found:
-        try:
-            cmp = x86.json([PROBE, "compare", ref["detect"][1], found[1]], 300)
-        except StepError as exc:
-            cmp = {"raw": {"error": f"comparing failed: {exc}"}}
-        detail, problem = detect_line(ref["detect"][0], found[0], cmp)
+        detail, problem = detect_line(ref["detect"][0], found[0], compared(x86, ref["detect"][1], found[1], "raw"))
         res["steps"]["detect"]["detail"] = detail
         if problem:
             res["steps"]["detect"].update(ok=False, error=problem)
@@ -285,10 +289,7 @@ def check_model(model, res, args, tools, root, work, ref, photos, video, faces_n
                 res["steps"]["run"]["detail"] += f" (decoded frames not compared: {exc})"
     raw = step("raw", lambda: check_raw(r, faces_npy))
     if raw:
-        try:
-            cmp = x86.json([PROBE, "compare", ref["raw"][1], raw[1]], 300)
-        except StepError as exc:
-            cmp = {"output": {"error": f"comparing failed: {exc}"}}
+        cmp = compared(x86, ref["raw"][1], raw[1], "output")
         res["raw"] = {"final_op": raw[0]["final_op"], "faces": raw[0]["faces"], **cmp}
         if not any("error" in c for c in cmp.values()):
             res["steps"]["raw"]["detail"] = raw_line(cmp, raw[0]["final_op"], raw[0]["faces"])
