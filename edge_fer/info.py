@@ -23,6 +23,19 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _face_models() -> dict[str, str | None]:
+    """Where each BlazeFace model file is (None: not fetched yet)."""
+    from .detectors.fetch import MODEL_FILES, find_model
+
+    found: dict[str, str | None] = {}
+    for name in MODEL_FILES:
+        try:
+            found[name] = str(find_model(name))
+        except EdgeFerError:
+            found[name] = None
+    return found
+
+
 def collect(model: Path | None = None) -> dict[str, Any]:
     import cv2
     import numpy
@@ -39,6 +52,7 @@ def collect(model: Path | None = None) -> dict[str, Any]:
         "picamera2": importlib.util.find_spec("picamera2") is not None,
         "delegates": {"edgetpu": edgetpu_available(), "edgetpu_library": EDGETPU_LIBRARY},
         "cameras": sorted(glob.glob("/dev/video*")),
+        "face_models": _face_models(),
     }
     try:
         data["backend"] = find_backend().name
@@ -67,6 +81,8 @@ def format_info(data: dict[str, Any]) -> str:
         f"edge tpu     {'libedgetpu found' if data['delegates']['edgetpu'] else 'no libedgetpu.so.1'}",
         f"picamera2    {'available' if data['picamera2'] else 'not installed (apt install python3-picamera2 on a Pi)'}",
         f"cameras      {', '.join(data['cameras']) or 'none found'}",
+        *(f"face model   {name}: {path or 'not fetched (edge-fer models fetch)'}"
+          for name, path in data["face_models"].items()),
         f"model        {m['path']}",
     ]
     if "error" in m:
