@@ -37,6 +37,9 @@ examples:
   python -m convert --run runs/edge-cnn --edgetpu
       also NAME_int8_b1.tflite (batch 1, as the Coral compiler requires), its op check,
       and NAME_int8_b1_edgetpu.tflite when edgetpu_compiler is installed (x86-64 Linux)
+  python -m convert calibrate --model edge_fer/models/default.json --data fer2013.npz
+      fit the temperature of an existing network on val and store it in its metadata
+      (conversion fits it for every model it writes)
   python -m convert --run runs/edge-cnn --ship
       make the int8 model edge-fer's default (edge_fer/models/default.tflite, replacing
       whatever was shipped, an ensemble included) and copy the run's reports to docs/model/
@@ -122,6 +125,11 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m convert``; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["calibrate"]:  # fit the temperature of an existing network (no TensorFlow)
+        from .calibrate import main as calibrate_main
+
+        return calibrate_main(argv[1:])
     return exit_status(run, build_parser().parse_args(argv))
 
 

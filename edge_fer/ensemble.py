@@ -10,8 +10,9 @@ An ensemble is one metadata file beside its member models, all written by ``pyth
                                {"kind": "logistic", "classes", "coef", "intercept"}
     a_int8.tflite  each member with its own metadata (a_int8.json), as ``convert`` wrote it
 
-``--model NAME.json`` loads it like any model. Every member runs through its own
-:class:`~edge_fer.classifier.TFLiteClassifier` (its scaling, quantization and mirror averaging) on
+``--model NAME.json`` loads it like any model: this is the ``"ensemble"`` plugin of
+:mod:`edge_fer.classifier_api`. Every member runs through its own
+:class:`~edge_fer.tflite.TFLiteClassifier` (its scaling, quantization and mirror averaging) on
 the same uint8 batch, so members must share labels, input size and face margin. The combiner
 sees the members' probabilities side by side, ``(n, members x labels)`` in member order. The
 stacked combiners were fitted by scikit-learn on the workstation and are stored as plain
@@ -28,9 +29,10 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from .classifier import TFLiteClassifier
+from .classifier_api import ClassifierPlugin
 from .errors import ModelError
 from .metadata import ModelMetadata, load_metadata, metadata_path, sha256_of
+from .tflite import TFLiteClassifier
 
 log = logging.getLogger(__name__)
 
@@ -184,31 +186,53 @@ def check_members(members: Sequence[Any], names: Sequence[str]) -> None:
                              f"in {name0}, {m.metadata.face_margin} in {name}")
 
 
-def member_paths(model_path: str | Path, meta: ModelMetadata) -> list[Path]:
-    """The member model files an ensemble's metadata names (``extra.members``, relative to its JSON)."""
-    members = meta.extra.get("members")
-    if not isinstance(members, list) or not members or not all(
-            isinstance(m, dict) and isinstance(m.get("file"), str) for m in members):
-        raise ModelError(f"{metadata_path(model_path).name}: an ensemble needs extra.members, a list of "
-                         f"{{\"file\": ...}}")
-    return [metadata_path(model_path).parent / m["file"] for m in members]
+@dataclass(frozen=True)
+class Member:
+    """One member as the ensemble's metadata lists it; the sha256 catches a member replaced after the fact."""
+
+    file: str                 # relative to the ensemble's JSON
+    sha256: str | None = None
 
 
-class EnsembleClassifier:
-    """Members' probabilities -> combiner; implements :class:`edge_fer.classifier.Classifier`."""
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """The ensemble's part of its metadata (``extra``): its members, and their combiner in JSON form."""
+
+    members: tuple[Member, ...]
+    combiner: Any  # checked against the members by combiner_from_dict when the ensemble loads
+
+    @classmethod
+    def from_metadata(cls, model_path: str | Path, meta: ModelMetadata) -> EnsembleSpec:
+        members = meta.extra.get("members")
+        if not isinstance(members, list) or not members or not all(
+                isinstance(m, dict) and isinstance(m.get("file"), str) for m in members):
+            raise ModelError(f"{metadata_path(model_path).name}: an ensemble needs extra.members, a list of "
+                             f"{{\"file\": ...}}")
+        return cls(tuple(Member(m["file"], m.get("sha256")) for m in members), meta.extra.get("combiner"))
+
+    def paths(self, model_path: str | Path) -> list[Path]:
+        """The member model files, in member order."""
+        return [metadata_path(model_path).parent / m.file for m in self.members]
+
+
+class EnsembleClassifier(ClassifierPlugin):
+    """Members' probabilities -> combiner: the ``"ensemble"`` plugin."""
+
+    kind = KIND
 
     def __init__(self, model_path: str | Path, num_threads: int | None = None, edgetpu: bool = False,
                  metadata: ModelMetadata | None = None):
         self.model_path = metadata_path(model_path)
         self.metadata = metadata or load_metadata(model_path)
         where = self.model_path.name
-        self.member_paths = member_paths(self.model_path, self.metadata)
+        spec = EnsembleSpec.from_metadata(self.model_path, self.metadata)
+        self.member_paths = spec.paths(self.model_path)
         if self.metadata.flip_average:
             raise ModelError(f"{where}: mirror averaging is set on each member, not on the ensemble")
-        for path, m in zip(self.member_paths, self.metadata.extra["members"]):
+        for path, m in zip(self.member_paths, spec.members):
             if not path.is_file():
                 raise ModelError(f"{where}: member model not found: {path}")
-            if m.get("sha256") and sha256_of(path) != m["sha256"]:
+            if m.sha256 and sha256_of(path) != m.sha256:
                 raise ModelError(f"{path} does not match the sha256 in {where}: the member was replaced "
                                  f"(re-run 'python -m training ensemble')")
         self.members = [TFLiteClassifier(p, num_threads, edgetpu) for p in self.member_paths]
@@ -218,8 +242,7 @@ class EnsembleClassifier:
         self.input_size = self.members[0].input_size
         if tuple(self.members[0].labels) != tuple(self.labels) or tuple(self.metadata.input_size) != self.input_size:
             raise ModelError(f"{where}: its labels or input size differ from its members' ({names[0]})")
-        self.combiner = combiner_from_dict(self.metadata.extra.get("combiner"), len(self.members),
-                                           len(self.labels), where)
+        self.combiner = combiner_from_dict(spec.combiner, len(self.members), len(self.labels), where)
         self.backend = f"{self.members[0].backend}+{self.combiner.kind}"
         log.info("ensemble %s: %d members, %s", where, len(self.members), self.combiner.kind)
 
@@ -236,3 +259,14 @@ class EnsembleClassifier:
     @property
     def size_bytes(self) -> int:
         return self.model_path.stat().st_size + sum(m.size_bytes for m in self.members)
+
+    @classmethod
+    def files(cls, model_path: Path, meta: ModelMetadata) -> list[Path]:
+        """The ensemble's JSON, then its members."""
+        return [metadata_path(model_path), *EnsembleSpec.from_metadata(model_path, meta).paths(model_path)]
+
+    @classmethod
+    def info(cls, model_path: Path, meta: ModelMetadata) -> list[str]:
+        spec = EnsembleSpec.from_metadata(model_path, meta)
+        combiner = spec.combiner.get("kind") if isinstance(spec.combiner, dict) else None
+        return [f"members    {', '.join(m.file for m in spec.members)}", f"combiner   {combiner}"]

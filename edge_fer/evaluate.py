@@ -12,7 +12,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .classifier import Classifier
+from .calibration import Calibration, calibration
+from .classifier_api import Classifier
 from .datasets import LabeledFaces
 from .errors import ModelError
 
@@ -25,16 +26,23 @@ class EvalResult:
     per_class: dict[str, dict[str, float]]
     confusion: list[list[int]]
     labels: tuple[str, ...]
+    calibration: Calibration | None = None  # how far the scores are from confidences (when probabilities are known)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": self.n, "per_class": self.per_class,
-                "confusion": self.confusion, "labels": list(self.labels)}
+        d = {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": self.n, "per_class": self.per_class,
+             "confusion": self.confusion, "labels": list(self.labels)}
+        if self.calibration is not None:
+            d.update(ece=self.calibration.ece, nll=self.calibration.nll)
+        return d
 
     def table(self) -> str:
         lines = [f"{'class':<10} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}"]
         for name, m in self.per_class.items():
             lines.append(f"{name:<10} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {int(m['support']):8d}")
         lines.append(f"\naccuracy {self.accuracy:.4f}   macro-F1 {self.macro_f1:.4f}   n {self.n}")
+        if self.calibration is not None:
+            lines.append(f"ECE {self.calibration.ece:.4f} ({len(self.calibration.bins)} bins, top label)   "
+                         f"NLL {self.calibration.nll:.4f}")
         return "\n".join(lines)
 
 
@@ -63,7 +71,9 @@ def evaluate(classifier: Classifier, data: LabeledFaces) -> EvalResult:
         raise ModelError(f"model labels ({', '.join(classifier.labels)}) differ from the data's "
                          f"({', '.join(data.labels)})")
     probs = predict_all(classifier, data.x)
-    return metrics(data.y, probs.argmax(1), classifier.labels)
+    result = metrics(data.y, probs.argmax(1), classifier.labels)
+    result.calibration = calibration(probs, data.y)
+    return result
 
 
 def confusion_image(result: EvalResult, cell: int = 64) -> np.ndarray:

@@ -10,7 +10,8 @@ A GA+RF model is three files side by side, all written by ``python -m training g
                           Xception backbone resizes to 71x71 and replicates the channel inside
                           its graph, so the device feeds it exactly what it feeds a CNN
 
-``--model NAME.joblib`` or ``--model NAME.json`` loads it. The forest is a pickle: unpickling
+``--model NAME.joblib`` or ``--model NAME.json`` loads it: this is the ``"ga-rf"`` plugin of
+:mod:`edge_fer.classifier_api`. The forest is a pickle: unpickling
 runs code, so load only artifacts you made or trust. The sha256 check below catches a
 corrupt or swapped file, not a malicious metadata file written alongside it.
 
@@ -21,14 +22,16 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .classifier import TFLiteModel
+from .classifier_api import ClassifierPlugin
 from .errors import ModelError
-from .metadata import ModelMetadata, load_metadata, sha256_of
+from .metadata import ModelMetadata, load_metadata, metadata_path, sha256_of
+from .tflite import TFLiteModel
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,25 @@ def artifact_files(model_path: str | Path) -> tuple[Path, Path]:
     """``x/NAME.json`` or ``x/NAME.joblib`` -> ``(x/NAME.joblib, x/NAME.backbone.tflite)``."""
     base = Path(model_path).with_suffix("")
     return base.with_suffix(".joblib"), base.with_name(base.name + ".backbone.tflite")
+
+
+@dataclass(frozen=True)
+class GARFSpec:
+    """The GA+RF part of its metadata (``extra``, written with the model): the two files' sha256 and its sizes."""
+
+    forest_sha256: str | None = None
+    backbone_sha256: str | None = None
+    backbone: str = "?"                  # the backbone's name (cnn, xception)
+    features: tuple[int, int] | None = None  # (kept, of)
+    trees: int | None = None
+
+    @classmethod
+    def from_metadata(cls, meta: ModelMetadata) -> GARFSpec:
+        extra = meta.extra
+        sha, backbone, features = extra.get("sha256") or {}, extra.get("backbone") or {}, extra.get("features") or {}
+        kept = (features.get("after"), features.get("before"))
+        return cls(sha.get("forest"), sha.get("backbone"), str(backbone.get("name", "?")),
+                   kept if None not in kept else None, (extra.get("forest") or {}).get("trees"))
 
 
 def require_sklearn() -> Any:
@@ -82,8 +104,10 @@ def load_artifact(path: str | Path) -> dict[str, Any]:
     return artifact
 
 
-class GARFClassifier:
-    """Backbone features -> mask -> forest probabilities; implements :class:`edge_fer.classifier.Classifier`."""
+class GARFClassifier(ClassifierPlugin):
+    """Backbone features -> mask -> forest probabilities: the ``"ga-rf"`` plugin."""
+
+    kind = KIND
 
     def __init__(self, model_path: str | Path, num_threads: int | None = None, edgetpu: bool = False,
                  metadata: ModelMetadata | None = None):
@@ -94,8 +118,8 @@ class GARFClassifier:
                 raise ModelError(f"model not found: {path} (a ga-rf model is NAME.json, NAME.joblib and "
                                  f"NAME.backbone.tflite side by side)")
         require_sklearn()
-        for role, path in (("forest", self.model_path), ("backbone", backbone_path)):
-            expected = self.metadata.extra.get("sha256", {}).get(role)
+        spec = GARFSpec.from_metadata(self.metadata)
+        for expected, path in ((spec.forest_sha256, self.model_path), (spec.backbone_sha256, backbone_path)):
             if expected and sha256_of(path) != expected:
                 raise ModelError(f"{path} does not match the sha256 in its metadata: the file is corrupt or was "
                                  f"replaced (re-run 'python -m training garf')")
@@ -136,3 +160,20 @@ class GARFClassifier:
     @property
     def size_bytes(self) -> int:
         return self.model_path.stat().st_size + self.backbone.size_bytes
+
+    @classmethod
+    def entry(cls, path: Path) -> Path:
+        """Users pass ``NAME.json`` or ``NAME.joblib``; the metadata is the entry."""
+        return metadata_path(path)
+
+    @classmethod
+    def files(cls, model_path: Path, meta: ModelMetadata) -> list[Path]:
+        """The metadata, the forest and the backbone."""
+        return [metadata_path(model_path), *artifact_files(model_path)]
+
+    @classmethod
+    def info(cls, model_path: Path, meta: ModelMetadata) -> list[str]:
+        spec = GARFSpec.from_metadata(meta)
+        kept = f"{spec.features[0]} of {spec.features[1]} " if spec.features else ""
+        trees = f", {spec.trees} trees" if spec.trees else ""
+        return [f"ga-rf      {kept}{spec.backbone} backbone features{trees} (needs scikit-learn: {EXTRA_HINT})"]

@@ -10,23 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .classifier import DEFAULT_MODEL
+from .classifier import DEFAULT_MODEL, find_plugin
 from .errors import EdgeFerError
 from .interpreter import EDGETPU_LIBRARY, edgetpu_available, find_backend
-from .metadata import ModelMetadata, load_metadata, metadata_path
-
-
-def model_files(model: Path, meta: ModelMetadata) -> list[Path]:
-    """Every file a model loads: an ensemble's members and a GA+RF model's forest and backbone are part of it."""
-    if meta.kind == "ensemble":
-        from .ensemble import member_paths
-
-        return [metadata_path(model), *member_paths(model, meta)]
-    if meta.kind == "ga-rf":
-        from .garf import artifact_files
-
-        return [metadata_path(model), *artifact_files(model)]
-    return [model]
+from .metadata import load_metadata
 
 
 def _version(dist: str) -> str | None:
@@ -34,6 +21,19 @@ def _version(dist: str) -> str | None:
         return pkg_metadata.version(dist)
     except pkg_metadata.PackageNotFoundError:
         return None
+
+
+def _face_models() -> dict[str, str | None]:
+    """Where each BlazeFace model file is (None: not fetched yet)."""
+    from .detectors.fetch import MODEL_FILES, find_model
+
+    found: dict[str, str | None] = {}
+    for name in MODEL_FILES:
+        try:
+            found[name] = str(find_model(name))
+        except EdgeFerError:
+            found[name] = None
+    return found
 
 
 def collect(model: Path | None = None) -> dict[str, Any]:
@@ -52,16 +52,19 @@ def collect(model: Path | None = None) -> dict[str, Any]:
         "picamera2": importlib.util.find_spec("picamera2") is not None,
         "delegates": {"edgetpu": edgetpu_available(), "edgetpu_library": EDGETPU_LIBRARY},
         "cameras": sorted(glob.glob("/dev/video*")),
+        "face_models": _face_models(),
     }
     try:
         data["backend"] = find_backend().name
     except EdgeFerError as exc:
         data["backend"] = f"none ({exc})"
     try:
-        meta = load_metadata(model)
-        files = model_files(model, meta)
+        plugin, path = find_plugin(model)
+        meta = load_metadata(path)
+        files = plugin.files(path, meta)
         data["model"] = {"path": str(model), "exists": all(f.is_file() for f in files),
-                         "size_bytes": sum(f.stat().st_size for f in files if f.is_file()), **meta.to_dict()}
+                         "size_bytes": sum(f.stat().st_size for f in files if f.is_file()),
+                         "files": [str(f) for f in files], "details": plugin.info(path, meta), **meta.to_dict()}
     except EdgeFerError as exc:
         data["model"] = {"path": str(model), "error": str(exc)}
     return data
@@ -78,6 +81,8 @@ def format_info(data: dict[str, Any]) -> str:
         f"edge tpu     {'libedgetpu found' if data['delegates']['edgetpu'] else 'no libedgetpu.so.1'}",
         f"picamera2    {'available' if data['picamera2'] else 'not installed (apt install python3-picamera2 on a Pi)'}",
         f"cameras      {', '.join(data['cameras']) or 'none found'}",
+        *(f"face model   {name}: {path or 'not fetched (edge-fer models fetch)'}"
+          for name, path in data["face_models"].items()),
         f"model        {m['path']}",
     ]
     if "error" in m:
@@ -90,6 +95,7 @@ def format_info(data: dict[str, Any]) -> str:
             f"  input      {m['input_size'][0]}x{m['input_size'][1]} gray, scaling (x - {m['scaling']['mean']:g}) "
             f"/ {m['scaling']['std']:g}",
             f"  quantized  {m['quantization']}, {((m['size_bytes'] or 0) / 1e6):.2f} MB",
+            *(f"  {line}" for line in m["details"]),
         ]
         if acc is not None:
             lines.append(f"  accuracy   {acc:.4f} on FER2013 test (PrivateTest)")

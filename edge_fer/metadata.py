@@ -30,6 +30,7 @@ class ModelMetadata:
     kind: str = "tflite"  # which classifier backend loads the model
     flip_average: bool = False  # average each face with its mirror image (chosen on val at conversion)
     output: str = "probabilities"  # or "logits": the softmax runs in numpy on the device (see convert.tflite)
+    temperature: float = 1.0  # divides the logits before the softmax, fitted on val (convert.calibrate); tflite only
     quantization: str = "float32"
     sha256: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -58,9 +59,15 @@ class ModelMetadata:
             raise ModelError(f"{where}: 'output' must be 'probabilities' or 'logits', not {output!r}")
         if scaling.std == 0:
             raise ModelError(f"{where}: scaling std must not be 0")
+        try:
+            temperature = float(d.get("temperature", 1.0))
+        except (TypeError, ValueError):
+            temperature = float("nan")
+        if not 0 < temperature < float("inf"):
+            raise ModelError(f"{where}: 'temperature' must be a positive number, not {d.get('temperature')!r}")
         return cls(labels=labels, input_size=(h, w), scaling=scaling,
                    face_margin=float(d.get("face_margin", DEFAULT_MARGIN)), kind=str(d.get("kind", "tflite")),
-                   flip_average=bool(d.get("flip_average", False)), output=output,
+                   flip_average=bool(d.get("flip_average", False)), output=output, temperature=temperature,
                    quantization=str(d.get("quantization", "unknown")), sha256=d.get("sha256"),
                    metrics=dict(d.get("metrics", {})), source=dict(d.get("source", {})),
                    extra=dict(d.get("extra", {})))

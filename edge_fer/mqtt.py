@@ -34,14 +34,12 @@ import queue
 import re
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 
 from . import __version__
-from .config import Secret, Settings
+from .config import MqttSettings
 from .errors import EdgeFerError
 
 if TYPE_CHECKING:
@@ -55,47 +53,21 @@ KEEPALIVE = 30           # seconds: the broker sends the last will after 1.5x th
 RECONNECT_DELAY = (1, 30)  # paho's backoff: 1 s, doubling, at most 30 s
 
 
-@dataclass(frozen=True)
-class MqttSettings:
-    host: str
-    port: int = 1883
-    topic: str = "edge-fer/edge-fer"
-    device_id: str = "edge-fer"
-    user: str | None = None
-    password: Secret | None = field(default=None, repr=False)
-    tls: bool = False
-    ca: Path | None = None
-    qos: int = 0
-    state_interval: float = 5.0
-    faces_interval: float = 1.0
-    discovery: bool = True
-    discovery_prefix: str = "homeassistant"
-    queue: int = 100
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> MqttSettings:
-        return cls(host=s["mqtt_host"], port=s["mqtt_port"], topic=s["mqtt_topic"], device_id=s["device_id"],
-                   user=s["mqtt_user"], password=s["mqtt_password"], tls=s["mqtt_tls"], ca=s["mqtt_ca"],
-                   qos=s["mqtt_qos"], state_interval=s["mqtt_state_interval"],
-                   faces_interval=s["mqtt_faces_interval"], discovery=s["mqtt_discovery"],
-                   discovery_prefix=s["mqtt_discovery_prefix"], queue=s["mqtt_queue"])
-
-
 def node_id(device_id: str) -> str:
     """Home Assistant's node id: ``edge_fer_<device id>`` with only ``[A-Za-z0-9_-]``."""
     return "edge_fer_" + re.sub(r"[^A-Za-z0-9_-]", "_", device_id)
 
 
-def discovery_messages(s: MqttSettings) -> list[tuple[str, dict[str, Any]]]:
+def discovery_messages(s: MqttSettings, device_id: str) -> list[tuple[str, dict[str, Any]]]:
     """(topic, config) of the three Home Assistant sensors: emotion, faces, fps."""
-    node = node_id(s.device_id)
+    node = node_id(device_id)
     state, avail = f"{s.topic}/state", f"{s.topic}/availability"
     common = {
         "state_topic": state,
         "availability_topic": avail,
         "payload_available": "online",
         "payload_not_available": "offline",
-        "device": {"identifiers": [node], "name": f"edge-fer {s.device_id}", "manufacturer": "edge-fer",
+        "device": {"identifiers": [node], "name": f"edge-fer {device_id}", "manufacturer": "edge-fer",
                    "model": "facial emotion recognition (Haar + TFLite)", "sw_version": __version__},
         "origin": {"name": "edge-fer", "sw_version": __version__},
     }
@@ -137,8 +109,10 @@ _REFUSED_HINTS = {
 class MqttPublisher:
     """A sink that publishes to MQTT without ever blocking the loop; ``start()`` it, ``close()`` it."""
 
-    def __init__(self, settings: MqttSettings):
+    def __init__(self, settings: MqttSettings, device_id: str):
+        """``settings`` as resolved (port and topic filled in); ``device_id`` names the client and the device."""
         self.s = settings
+        self.device_id = device_id
         self.where = f"{settings.host}:{settings.port}"
         self.t_avail = f"{settings.topic}/availability"
         self.t_state = f"{settings.topic}/state"
@@ -169,7 +143,7 @@ class MqttPublisher:
     def start(self) -> MqttPublisher:
         """Connect in the background; returns at once (a broker that is down is retried, not waited for)."""
         s = self.s
-        client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-fer-{s.device_id}", clean_session=True)
+        client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-fer-{self.device_id}", clean_session=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
@@ -252,16 +226,7 @@ class MqttPublisher:
 
     def state_payload(self, result: FrameResult, now: float | None = None) -> dict[str, Any]:
         now = time.monotonic() if now is None else now
-        dom = result.dominant
-        return {"ts": round(result.ts, 3),
-                "emotion": dom.emotion if dom else None,
-                "score": round(dom.score, 4) if dom else None,
-                "probs": {k: round(v, 4) for k, v in dom.probs.items()} if dom else {},
-                "faces": len(result.faces),
-                "fps": round(result.fps, 1),
-                "frames": self.frames,
-                "dropped": self.dropped,
-                "uptime": round(now - self._started, 1)}
+        return result.state_dict(frames=self.frames, dropped=self.dropped, uptime=now - self._started)
 
     def _enqueue(self, item: tuple) -> None:
         while True:
@@ -368,5 +333,5 @@ class MqttPublisher:
                                qos=self.s.qos, retain=True)
 
     def _publish_discovery(self, client) -> None:
-        for topic, config in discovery_messages(self.s):
+        for topic, config in discovery_messages(self.s, self.device_id):
             client.publish(topic, json.dumps(config, separators=(",", ":")), qos=1, retain=True)

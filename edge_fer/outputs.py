@@ -81,7 +81,8 @@ class JsonlSink:
 
 
 def annotate(image: np.ndarray, result: FrameResult, gray_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Draw boxes and labels on a BGR image; boxes are rescaled when gray and colour sizes differ."""
+    """Draw boxes and ``#track emotion score`` labels on a BGR image; boxes are rescaled when gray and colour
+    sizes differ."""
     out = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     sx = sy = 1.0
     if gray_shape is not None and gray_shape != out.shape[:2]:
@@ -92,7 +93,7 @@ def annotate(image: np.ndarray, result: FrameResult, gray_shape: tuple[int, int]
         x, y, w, h = int(x * sx), int(y * sy), int(w * sx), int(h * sy)
         color = COLORS.get(face.emotion, (0, 255, 0))
         cv2.rectangle(out, (x, y), (x + w, y + h), color, thickness)
-        text = f"{face.emotion} {face.score:.2f}"
+        text = f"#{face.track} {face.emotion} {face.score:.2f}"
         scale = 0.4 * thickness + 0.2
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         ty = max(th + 4, y - 4)
@@ -101,7 +102,8 @@ def annotate(image: np.ndarray, result: FrameResult, gray_shape: tuple[int, int]
     return out
 
 
-def _frame_image(frame: Frame) -> np.ndarray:
+def frame_image(frame: Frame) -> np.ndarray:
+    """The frame in colour: its BGR image, or the gray one converted (sources skip colour when nothing needs it)."""
     return frame.color if frame.color is not None else cv2.cvtColor(frame.gray, cv2.COLOR_GRAY2BGR)
 
 
@@ -116,7 +118,7 @@ class RecordSink:
         self.size: tuple[int, int] = (0, 0)  # width, height of the video
 
     def write(self, result: FrameResult, frame: Frame) -> None:
-        image = annotate(_frame_image(frame), result, frame.gray.shape[:2])
+        image = annotate(frame_image(frame), result, frame.gray.shape[:2])
         if self.writer is None:
             self.size = (image.shape[1], image.shape[0])
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
@@ -144,7 +146,7 @@ class DisplaySink:
         self.quit = False
 
     def write(self, result: FrameResult, frame: Frame) -> None:
-        cv2.imshow(self.title, annotate(_frame_image(frame), result, frame.gray.shape[:2]))
+        cv2.imshow(self.title, annotate(frame_image(frame), result, frame.gray.shape[:2]))
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self.quit = True
 

@@ -3,7 +3,9 @@
 Detection is the expensive stage, so it is scheduled: every ``detect_every`` frames the
 tracked faces are re-found in small windows around their last boxes, and every
 ``full_detect_every`` frames (or whenever no face is tracked) the whole frame is searched
-for new faces. Classification runs on every frame, all faces in one invoke.
+for new faces. Classification runs on every frame, all faces in one invoke. Where the
+detector gives eye positions (BlazeFace) and ``align`` is on, each face is turned upright
+before it is cropped.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .classifier import Classifier
-from .detector import FaceDetector
-from .preprocess import Box, prepare_faces
+from .classifier_api import Classifier
+from .detectors import Detection, Detector
+from .preprocess import Box, prepare_faces, to_gray
 from .sources import Frame
 from .tracker import Tracker
 
@@ -50,6 +52,19 @@ class FrameResult:
         return {"frame": self.frame, "ts": round(self.ts, 3), "fps": round(self.fps, 1),
                 "faces": [f.to_dict() for f in self.faces]}
 
+    def state_dict(self, *, frames: int, dropped: int, uptime: float) -> dict[str, Any]:
+        """The MQTT ``state`` payload (docs/service.md): the dominant face and the run's counters."""
+        dom = self.dominant
+        return {"ts": round(self.ts, 3),
+                "emotion": dom.emotion if dom else None,
+                "score": round(dom.score, 4) if dom else None,
+                "probs": {k: round(v, 4) for k, v in dom.probs.items()} if dom else {},
+                "faces": len(self.faces),
+                "fps": round(self.fps, 1),
+                "frames": frames,
+                "dropped": dropped,
+                "uptime": round(uptime, 1)}
+
     @property
     def dominant(self) -> FaceResult | None:
         """The largest face: the one a single-person display or the MQTT state reports."""
@@ -57,8 +72,8 @@ class FrameResult:
 
 
 class Pipeline:
-    def __init__(self, classifier: Classifier, detector: FaceDetector, tracker: Tracker | None = None,
-                 detect_every: int = 3, full_detect_every: int = 30):
+    def __init__(self, classifier: Classifier, detector: Detector, tracker: Tracker | None = None,
+                 detect_every: int = 3, full_detect_every: int = 30, align: bool = True):
         if detect_every < 1 or full_detect_every < 1:
             raise ValueError("detect_every and full_detect_every must be at least 1")
         self.classifier, self.detector = classifier, detector
@@ -67,6 +82,7 @@ class Pipeline:
         self.full_detect_every = full_detect_every
         self._last_full = -full_detect_every
         self.margin = classifier.metadata.face_margin
+        self.align = align
         self._count = 0
 
     def process(self, frame: Frame) -> FrameResult:
@@ -77,20 +93,23 @@ class Pipeline:
             tracks = self.tracker.active()
             if not tracks or self._count - self._last_full >= self.full_detect_every:
                 # A full-frame pass finds new faces; in between, tracked faces are re-found locally.
-                tracks = self.tracker.update(self.detector.detect(frame.gray))
+                tracks = self._update(detect(self.detector, frame))
                 self._last_full = self._count
             else:
-                near = self.detector.detect_near(frame.gray, [t.box for t in tracks])
-                if any(b is None for b in near):  # a face was lost locally: look at the whole frame now
-                    near = self.detector.detect(frame.gray)
+                image, factor = detector_view(self.detector, frame)
+                near = [None if d is None else d.scaled(factor)
+                        for d in self.detector.detect_near(image, [scale_box(t.box, 1 / factor) for t in tracks])]
+                if any(d is None for d in near):  # a face was lost locally: look at the whole frame now
+                    near = detect(self.detector, frame)
                     self._last_full = self._count
-                tracks = self.tracker.update([b for b in near if b is not None])
+                tracks = self._update([d for d in near if d is not None])
         else:
             tracks = self.tracker.visible()
         self._count += 1
         t1 = time.perf_counter()
         timings["detect"] = t1 - t0
-        faces = prepare_faces(frame.gray, [t.box for t in tracks], self.classifier.input_size, self.margin)
+        faces = prepare_faces(frame.gray, [t.box for t in tracks], self.classifier.input_size, self.margin,
+                              [t.eyes for t in tracks] if self.align else None)
         t2 = time.perf_counter()
         timings["preprocess"] = t2 - t1
         probs = self.classifier.predict(faces)
@@ -104,17 +123,44 @@ class Pipeline:
         timings["classify"] = time.perf_counter() - t2
         return FrameResult(frame.index, frame.ts, 0.0, results, timings, detected)
 
+    def _update(self, detections: list[Detection]) -> list:
+        return self.tracker.update([d.box for d in detections], [d.eyes for d in detections])
+
     def process_still(self, frame: Frame) -> FrameResult:
         """An unrelated still image: detect every time, no tracking or smoothing across images."""
         t0 = time.perf_counter()
-        faces = classify_image(self.classifier, self.detector, frame.gray)
+        faces = classify_image(self.classifier, self.detector, frame, self.align)
         return FrameResult(frame.index, frame.ts, 0.0, faces, {"classify": time.perf_counter() - t0}, True)
 
 
-def classify_image(classifier: Classifier, detector: FaceDetector, gray: np.ndarray) -> list[FaceResult]:
-    """All faces of a still image, unsmoothed (``predict`` and image folders)."""
-    boxes = detector.detect(gray)
-    probs = classifier.predict(prepare_faces(gray, boxes, classifier.input_size, classifier.metadata.face_margin))
+def detector_view(detector: Detector, frame: Frame) -> tuple[np.ndarray, float]:
+    """The image the detector looks at (colour where it wants it and the source gave it, else gray) and
+    the factor from its pixels to the gray frame's, in which boxes are reported."""
+    if detector.wants_color and frame.color is not None:
+        return frame.color, frame.gray.shape[1] / frame.color.shape[1]
+    return frame.gray, 1.0
+
+
+def scale_box(box: Box, factor: float) -> Box:
+    return box if factor == 1.0 else tuple(int(round(v * factor)) for v in box)  # type: ignore[return-value]
+
+
+def detect(detector: Detector, frame: Frame) -> list[Detection]:
+    """Faces of the whole frame, in gray-frame pixels."""
+    image, factor = detector_view(detector, frame)
+    return [d.scaled(factor) for d in detector.detect(image)]
+
+
+def classify_image(classifier: Classifier, detector: Detector, frame: Frame | np.ndarray,
+                   align: bool = True) -> list[FaceResult]:
+    """All faces of a still image (a Frame, or a gray or BGR array), unsmoothed (``predict`` and image folders)."""
+    if isinstance(frame, np.ndarray):
+        frame = Frame(0, 0.0, to_gray(frame), frame if frame.ndim == 3 else None)
+    found = detect(detector, frame)
+    gray = frame.gray
+    boxes = [d.box for d in found]
+    probs = classifier.predict(prepare_faces(gray, boxes, classifier.input_size, classifier.metadata.face_margin,
+                                             [d.eyes for d in found] if align else None))
     out = []
     for i, (box, p) in enumerate(zip(boxes, probs), start=1):
         best = int(np.argmax(p))

@@ -3,6 +3,10 @@
 Training, conversion, evaluation and the device all go through these functions, so a
 model sees the same pixels in every place. The scaling (``mean``/``std``) is stored in
 each model's metadata; :func:`scale_pixels` applies it.
+
+Where a detector gives eye positions, :func:`align_face` cuts the same box (same margin)
+out of the frame turned about the box centre so the eyes lie level: FER2013's faces are
+upright, and a tilted head otherwise reaches the classifier tilted.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import cv2
 import numpy as np
 
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels of the full frame
+Eyes = tuple[tuple[float, float], tuple[float, float]]  # the two eye centres in frame pixels
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,28 @@ def crop_face(gray: np.ndarray, box: Box, margin: float = DEFAULT_MARGIN) -> np.
     return gray[y : y + h, x : x + w]
 
 
+def eye_angle(eyes: Eyes) -> float:
+    """The tilt of the line through the eyes, in degrees (positive: the face leans clockwise on screen)."""
+    (ax, ay), (bx, by) = sorted(eyes)
+    return float(np.degrees(np.arctan2(by - ay, bx - ax)))
+
+
+def align_face(gray: np.ndarray, box: Box, eyes: Eyes, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """:func:`crop_face`'s crop, taken from the frame turned about the box centre so the eyes are level.
+
+    Only the crop's pixels are computed (one affine warp into a box-sized image); pixels that
+    come from outside the frame repeat its edge, as a border would.
+    """
+    height, width = gray.shape[:2]
+    x, y, w, h = expand_box(box, margin, width, height)
+    if w == 0 or h == 0:
+        raise ValueError(f"face box {box} lies outside the {width}x{height} frame")
+    bx, by, bw, bh = box
+    rotation = cv2.getRotationMatrix2D((bx + bw / 2, by + bh / 2), eye_angle(eyes), 1.0)
+    rotation[:, 2] -= (x, y)
+    return cv2.warpAffine(gray, rotation, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def resize_face(face: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a gray face to ``(height, width)``; INTER_AREA shrinks without aliasing."""
     h, w = size
@@ -70,12 +97,16 @@ def resize_face(face: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def prepare_faces(
-    gray: np.ndarray, boxes: Sequence[Box], size: tuple[int, int], margin: float = DEFAULT_MARGIN
+    gray: np.ndarray, boxes: Sequence[Box], size: tuple[int, int], margin: float = DEFAULT_MARGIN,
+    eyes: Sequence[Eyes | None] | None = None,
 ) -> np.ndarray:
-    """Crop and resize every box of a gray frame into a uint8 batch ``(n, h, w)``."""
+    """Crop and resize every box of a gray frame into a uint8 batch ``(n, h, w)``; boxes with eyes
+    given are aligned (:func:`align_face`)."""
     batch = np.empty((len(boxes), size[0], size[1]), dtype=np.uint8)
     for i, box in enumerate(boxes):
-        batch[i] = resize_face(crop_face(gray, box, margin), size)
+        pair = eyes[i] if eyes is not None else None
+        face = crop_face(gray, box, margin) if pair is None else align_face(gray, box, pair, margin)
+        batch[i] = resize_face(face, size)
     return batch
 
 

@@ -54,8 +54,8 @@ def run_loop(source: Source, pipeline: Pipeline, sinks: Sequence[Sink], *, max_f
     stop = stop or threading.Event()
     summary = RunSummary()
     started = time.perf_counter()
-    fps = 0.0
-    last = started
+    interval = 0.0  # moving average of the time between frames: its inverse is the FPS (an average of
+    last = started  # per-frame rates would overstate it whenever frames come unevenly)
     period = 1.0 / max_fps if max_fps else 0.0
     next_at = started
     sink_errors: set[tuple[str, str]] = set()
@@ -85,10 +85,9 @@ def run_loop(source: Source, pipeline: Pipeline, sinks: Sequence[Sink], *, max_f
         t1 = time.perf_counter()
         result = pipeline.process_still(frame) if still else pipeline.process(frame)
         now = time.perf_counter()
-        inst = 1.0 / max(now - last, 1e-6)
-        fps = inst if summary.frames == 0 else 0.9 * fps + 0.1 * inst
+        interval = now - last if summary.frames == 0 else 0.9 * interval + 0.1 * (now - last)
         last = now
-        result.fps = fps
+        result.fps = 1.0 / max(interval, 1e-6)
         for sink in sinks:
             try:
                 sink.write(result, frame)

@@ -7,6 +7,9 @@
   source without frames does not, and says so in ``STATUS=`` and once in the log.
 - SIGTERM / SIGINT: the current frame is finished, ``offline`` is published, outputs are
   flushed and closed, exit status 0 (well within 2 seconds for files and cameras alike).
+- ``--http``: a :class:`~edge_fer.web.WebView` serves the page, stream, state, metrics and
+  health from its own threads; it is a sink (a reference to each frame) and counts each
+  frame in ``on_frame``. It is kept across reloads unless its settings change.
 - SIGHUP: the config file is read again (the command line and the environment still take
   precedence). A new configuration that does not validate, or whose model or source does not
   open, is logged as one error line and the running one stays. Otherwise the pipeline is
@@ -23,17 +26,13 @@ import threading
 import time
 from typing import Any, Callable
 
-from .config import Settings
+from .config import HttpSettings, Settings
 from .errors import EdgeFerError
 from .runner import LoopingSource, RunSummary, run_loop
 from .systemd import Notifier, configure_logging
 
 log = logging.getLogger(__name__)
 
-MODEL_KEYS = ("model", "threads", "edgetpu")
-MQTT_KEYS = ("device_id", "mqtt_host", "mqtt_port", "mqtt_topic", "mqtt_user", "mqtt_password", "mqtt_tls",
-             "mqtt_ca", "mqtt_qos", "mqtt_state_interval", "mqtt_faces_interval", "mqtt_discovery",
-             "mqtt_discovery_prefix", "mqtt_queue")
 CLOSE_BUDGET = 1.0  # seconds for MQTT to flush and publish offline at exit
 
 
@@ -85,6 +84,8 @@ class Service:
         self.pipeline = None
         self.sinks: list = []
         self.mqtt = None
+        self.web = None
+        self._http = None  # the web view's settings in use
         self._applied: Settings | None = None
         self._idle_since: float | None = None
         self._idle_warned = False
@@ -94,13 +95,13 @@ class Service:
 
     def apply(self, s: Settings) -> None:
         """Build (or rebuild) everything for settings ``s``; on failure the previous parts keep running."""
-        from .classifier import load_classifier
+        from .build import make_classifier, make_pipeline
 
         old = self._applied
-        configure_logging(s["verbose"])
-        same = (lambda keys: old is not None and all(old.get(k) == s.get(k) for k in keys))
-        classifier = self.classifier if same(MODEL_KEYS) else \
-            load_classifier(s["model"], num_threads=s["threads"], edgetpu=s["edgetpu"])
+        configure_logging(s.service.verbose)
+        classifier = self.classifier if old is not None and old.classifier == s.classifier else \
+            make_classifier(s.classifier)
+        self._apply_web(s.http if s.http.listen else None, reloading=old is not None)
         if old is not None:  # a camera cannot be opened twice: let go of the old one first
             self._close_sinks()
             self.source.close()
@@ -120,20 +121,40 @@ class Service:
             raise
         self.classifier, self.source, self.still, self.sinks = classifier, source, still, sinks
         self.pipeline = make_pipeline(s, classifier)
-        if not same(MQTT_KEYS):
+        if old is None or (old.mqtt, old.service.device_id) != (s.mqtt, s.service.device_id):
             if self.mqtt is not None:
                 self.mqtt.close(CLOSE_BUDGET)
                 self.mqtt = None
-            if s["mqtt_host"]:
-                from .mqtt import MqttPublisher, MqttSettings
+            if s.mqtt.host:
+                from .mqtt import MqttPublisher
 
-                self.mqtt = MqttPublisher(MqttSettings.from_settings(s)).start()
+                self.mqtt = MqttPublisher(s.mqtt, s.service.device_id).start()
+        if self.web is not None:
+            self.web.attach(run_facts(s, classifier, self.source), self.source, self.mqtt)
         self._applied = self.settings = s
+
+    def _apply_web(self, http: HttpSettings | None, reloading: bool) -> None:
+        """Start, restart or stop the web view when its settings change; a reload that cannot listen keeps the old."""
+        if http == self._http:
+            return
+        from .web import WebView
+
+        previous = self._http
+        self._close_web()
+        try:
+            self.web = WebView(http) if http is not None else None
+        except EdgeFerError:
+            if reloading and previous is not None:
+                self.web = WebView(previous)  # its address was freed just now
+            raise
+        self._http = http
 
     def status_line(self) -> str:
         line = f"running on {self.source.name}" if self.source is not None else "starting"
         if self.mqtt is not None:
             line += f", publishing to mqtt {self.mqtt.where} under {self.mqtt.s.topic}/"
+        if self.web is not None:
+            line += f", web view on {self.web.url}"
         return line
 
     # --- running --------------------------------------------------------------------------------------------------
@@ -149,19 +170,19 @@ class Service:
             self.notifier.ready(self.status_line())
             log.info("%s", self.status_line())
             while True:
-                s = self.settings
-                max_frames = None if s["max_frames"] is None else max(0, s["max_frames"] - total.frames)
-                duration = None if s["duration"] is None else max(0.0, s["duration"] - (time.perf_counter() - started))
+                s = self.settings.service
+                max_frames = None if s.max_frames is None else max(0, s.max_frames - total.frames)
+                duration = None if s.duration is None else max(0.0, s.duration - (time.perf_counter() - started))
                 summary = run_loop(self.source, self.pipeline, self._all_sinks(), max_frames=max_frames,
                                    duration=duration, stop=self.stop, still=self.still, on_frame=self._on_frame,
-                                   on_idle=self._on_idle, max_fps=s["max_fps"] or None)
+                                   on_idle=self._on_idle, max_fps=s.max_fps or None)
                 total.frames += summary.frames
                 total.frames_with_faces += summary.frames_with_faces
                 total.stopped_by = summary.stopped_by
                 if summary.stopped_by.startswith("--max-frames"):  # the limit as configured, not what was left
-                    total.stopped_by = f"--max-frames {s['max_frames']}"
+                    total.stopped_by = f"--max-frames {s.max_frames}"
                 elif summary.stopped_by.startswith("--duration"):
-                    total.stopped_by = f"--duration {s['duration']:g}"
+                    total.stopped_by = f"--duration {s.duration:g}"
                 if summary.stopped_by == "signal" and self.signals.name is None and self.signals.reload:
                     self.signals.reload = False
                     self.stop.clear()
@@ -180,7 +201,7 @@ class Service:
         return total, extra
 
     def _all_sinks(self) -> list:
-        return self.sinks + ([self.mqtt] if self.mqtt is not None else [])
+        return self.sinks + [part for part in (self.mqtt, self.web) if part is not None]
 
     def _close_mqtt(self) -> str:
         self.mqtt.close(CLOSE_BUDGET)
@@ -190,6 +211,8 @@ class Service:
 
     def _on_frame(self, result) -> None:
         self.notifier.watchdog()
+        if self.web is not None:
+            self.web.record(result)
         if self._idle_since is not None:
             self._idle_since = None
             self._idle_warned = False
@@ -216,7 +239,7 @@ class Service:
         else:
             try:
                 new = self._reload_settings()
-                changed = sorted(k for k in set(new) | set(self.settings) if new.get(k) != self.settings.get(k))
+                changed = new.changed(self.settings)
                 self.apply(new)
             except EdgeFerError as exc:
                 if self.source is None:  # not even the previous source opens again: exit, systemd restarts us
@@ -227,15 +250,22 @@ class Service:
         self.notifier.ready(self.status_line())
 
     def close(self) -> None:
-        """MQTT first (``offline`` within the budget), then outputs, then the source."""
+        """MQTT first (``offline`` within the budget), then the web view, outputs, and the source."""
         if self.mqtt is not None:
             self.mqtt.close(CLOSE_BUDGET)
             self.mqtt = None
+        self._close_web()
         self._close_sinks()
         if self.source is not None:
             self.source.close()
             self.source = None
         self.notifier.close()
+
+    def _close_web(self) -> None:
+        if self.web is not None:
+            self.web.close()
+            self.web = None
+            self._http = None
 
     def _close_sinks(self) -> None:
         for sink in self.sinks:
@@ -253,44 +283,55 @@ def open_source(s: Settings):
     from .sources import ImageSource
     from .sources import open_source as _open
 
-    spec = s["camera"] if s["camera"] is not None else s["source"]
+    i = s.input
+    spec = i.camera if i.camera is not None else i.source
     if spec is None:
         from .bench import SAMPLE_IMAGE
 
         spec = str(SAMPLE_IMAGE)
         print(f"no --camera or --source given: running on the shipped sample {SAMPLE_IMAGE.name}", file=sys.stderr)
-    need_color = bool(s["record"] or s["display"])
-    src = _open(spec, s["width"], s["height"], need_color=need_color)
+    from .detectors import DETECTORS
+
+    need_color = bool(s.output.record or s.output.display or s.http.listen
+                      or DETECTORS[s.detector.detector].wants_color)
+    src = _open(spec, i.width, i.height, need_color=need_color)
     still = isinstance(src, ImageSource)
-    if s["loop"]:
+    if i.loop:
         if getattr(src, "live", False):
             src.close()
             raise EdgeFerError(f"{s.label('loop')}: looping needs a video or image file, not {src.name}")
-        src = LoopingSource(lambda: _open(spec, s["width"], s["height"], need_color=need_color), first=src)
+        src = LoopingSource(lambda: _open(spec, i.width, i.height, need_color=need_color), first=src)
     return src, still
 
 
 def make_sinks(s: Settings, source) -> list:
     from .outputs import ConsoleSink, DisplaySink, JsonlSink, RecordSink
 
+    o = s.output
     sinks: list = []
-    if s["output"] == "console":
+    if o.output == "console":
         sinks.append(ConsoleSink())
-    elif s["output"] == "jsonl":
+    elif o.output == "jsonl":
         sinks.append(JsonlSink())
-    if s["record"]:
-        sinks.append(RecordSink(s["record"], fps=getattr(source, "fps", 0.0) or 15.0))
-    if s["display"]:
+    if o.record:
+        sinks.append(RecordSink(o.record, fps=getattr(source, "fps", 0.0) or 15.0))
+    if o.display:
         sinks.append(DisplaySink())
     return sinks
 
 
-def make_pipeline(s: Settings, classifier):
-    from .detector import DetectorConfig, FaceDetector
-    from .pipeline import Pipeline
-    from .tracker import Tracker, TrackerConfig
+def run_facts(s: Settings, classifier, source):
+    """What the web view shows about this run."""
+    from .web import RunFacts
 
-    detector = FaceDetector(DetectorConfig(det_width=s["det_width"], min_neighbors=s["min_neighbors"],
-                                           max_faces=s["max_faces"]))
-    return Pipeline(classifier, detector, Tracker(TrackerConfig(smoothing=s["smoothing"])), s["detect_every"],
-                    s["full_detect_every"])
+    model = getattr(classifier, "model_path", None)
+    return RunFacts(device_id=s.service.device_id, model=model.name if model is not None else type(classifier).__name__,
+                    backend=classifier.backend, detector=describe_detector(s), source=source.name,
+                    labels=tuple(classifier.labels))
+
+
+def describe_detector(s: Settings) -> str:
+    """The face detector in a few words, for the view: ``haar 320 px`` (the kind, once there is a choice of them)."""
+    d = s.detector
+    kind = getattr(d, "detector", "haar")
+    return f"{kind} {d.det_width} px" if d.det_width else f"{kind}, full frame"

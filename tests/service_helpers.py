@@ -1,4 +1,5 @@
-"""Real parts for the service tests: a mosquitto broker, an MQTT subscriber, test videos, edge-fer processes.
+"""Real parts for the service tests: a mosquitto broker, an MQTT subscriber, test videos, an HTTP network camera,
+edge-fer processes.
 
 The broker is the Debian package's ``mosquitto`` binary, started on a free loopback port with
 a generated config file and stopped afterwards; tests that need it skip with a clear reason
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
@@ -277,3 +279,49 @@ def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "con
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class StreamServer:
+    """An HTTP 'network camera': serves an MJPEG AVI at about 30 frames per second; can go away and come back."""
+
+    def __init__(self, data: bytes, frames: int, port: int = 0):
+        self.data, self.frames, self.port = data, frames, port
+        self.httpd: ThreadingHTTPServer | None = None
+        self.up = threading.Event()
+
+    def start(self) -> StreamServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Type", "video/x-msvideo")
+                self.send_header("Content-Length", str(len(server.data)))
+                self.end_headers()
+                step = max(1, len(server.data) // server.frames)
+                try:
+                    for i in range(0, len(server.data), step):
+                        if not server.up.is_set():
+                            return  # the camera is unplugged: the connection just stops
+                        self.wfile.write(server.data[i:i + step])
+                        time.sleep(1 / 30)
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.up.set()
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.up.clear()
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None

@@ -8,9 +8,7 @@ import sys
 from pathlib import Path
 
 from edge_fer.bench import write_sample_video
-from edge_fer.classifier import DEFAULT_MODEL
-from edge_fer.ensemble import member_paths
-from edge_fer.metadata import load_metadata
+from edge_fer.classifier import DEFAULT_MODEL, model_files
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -22,9 +20,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 def _shipped_network() -> Path:
     """The shipped single TFLite network: the default model, or the first member when an ensemble ships."""
-    if DEFAULT_MODEL.suffix == ".tflite":
-        return DEFAULT_MODEL
-    return member_paths(DEFAULT_MODEL, load_metadata(DEFAULT_MODEL))[0]
+    return next(f for f in model_files(DEFAULT_MODEL) if f.suffix == ".tflite")
 
 
 SHIPPED_NETWORK = _shipped_network()

@@ -108,6 +108,7 @@ def test_info_json():
     data = json.loads(result.stdout)
     assert data["backend"] == "ai-edge-litert" and data["haar_cascades"] is True
     assert data["model"]["labels"][3] == "happy"
+    assert set(data["face_models"]) == {"face_detection_short_range.tflite", "face_detection_full_range.tflite"}
 
 
 @pytest.mark.parametrize("args, fragment", [

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_fer.cli import main
-from edge_fer.config import BY_KEY, OPTIONS, ConfigError, Secret, resolve
+from edge_fer.config import BY_KEY, SCHEMA, ConfigError, Secret, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "systemd" / "config.example.toml"
@@ -58,13 +58,13 @@ def test_precedence_cli_over_env_over_file_over_defaults(tmp_path, cli):
 def test_resolve_layers_and_origins(tmp_path):
     cfg = write(tmp_path, "det_width = 160\nmin_neighbors = 3\n[mqtt]\nhost = \"file-host\"\nport = 1884\n")
     s = resolve({"det_width": 640}, {"EDGE_FER_MIN_NEIGHBORS": "4", "EDGE_FER_MQTT_PORT": ""}, cfg)
-    assert s.det_width == 640 and s.origin["det_width"] == "--det-width"
-    assert s.min_neighbors == 4 and s.origin["min_neighbors"] == "EDGE_FER_MIN_NEIGHBORS"
-    assert s.mqtt_host == "file-host" and s.origin["mqtt_host"] == f"{cfg}: mqtt.host"
-    assert s.mqtt_port == 1884, "an empty variable counts as unset"
-    assert s.max_faces == 0 and "max_faces" not in s.origin
-    assert s.mqtt_topic == f"edge-fer/{s.device_id}" and s.device_id
-    assert resolve({}, {"EDGE_FER_MQTT_TLS": "yes"}, None).mqtt_port == 8883
+    assert s.detector.det_width == 640 and s.origin["det_width"] == "--det-width"
+    assert s.detector.min_neighbors == 4 and s.origin["min_neighbors"] == "EDGE_FER_MIN_NEIGHBORS"
+    assert s.mqtt.host == "file-host" and s.origin["mqtt.host"] == f"{cfg}: mqtt.host"
+    assert s.mqtt.port == 1884, "an empty variable counts as unset"
+    assert s.detector.max_faces == 0 and "max_faces" not in s.origin
+    assert s.mqtt.topic == f"edge-fer/{s.service.device_id}" and s.service.device_id
+    assert resolve({}, {"EDGE_FER_MQTT_TLS": "yes"}, None).mqtt.port == 8883
 
 
 def test_relative_paths_are_relative_to_the_file(tmp_path):
@@ -72,8 +72,8 @@ def test_relative_paths_are_relative_to_the_file(tmp_path):
     (tmp_path / "etc" / "pw").write_text("hunter2\n")
     cfg = write(tmp_path / "etc", 'model = "models/m.tflite"\n[mqtt]\nuser = "u"\npassword_file = "pw"\n')
     s = resolve({}, {}, cfg)
-    assert s.model == tmp_path / "etc" / "models" / "m.tflite"
-    assert s.mqtt_password == Secret("hunter2"), "one trailing newline is not part of the password"
+    assert s.classifier.model == tmp_path / "etc" / "models" / "m.tflite"
+    assert s.mqtt.password == Secret("hunter2"), "one trailing newline is not part of the password"
 
 
 # --- errors: one line naming the key ---------------------------------------------------------------------------------
@@ -199,13 +199,13 @@ def test_password_never_shown(tmp_path, cli):
     assert "hunter2" not in r.output
     assert re.search(r"^mqtt\.password\s+= \*\*\*", r.stdout, re.M)
     s = resolve({}, {}, cfg)
-    assert "hunter2" not in repr(s) and "hunter2" not in str(dict(s))
-    assert s.mqtt_password_value == "hunter2"
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s)
+    assert s.mqtt.password.get() == "hunter2"
     # the environment beats the file for the password too
     s = resolve({}, {"EDGE_FER_MQTT_PASSWORD": "from-env"}, cfg)
-    assert s.mqtt_password_value == "from-env"
+    assert s.mqtt.password.get() == "from-env"
     s = resolve({"mqtt_password_file": tmp_path / "pw"}, {"EDGE_FER_MQTT_PASSWORD": "from-env"}, cfg)
-    assert s.mqtt_password_value == "hunter2"
+    assert s.mqtt.password.get() == "hunter2"
 
 
 def test_config_check_with_env_and_show(tmp_path, cli):
@@ -222,18 +222,18 @@ def test_config_check_with_env_and_show(tmp_path, cli):
 def test_example_config_is_valid_and_documents_every_key(cli):
     r = cli.invoke(main, ["config", "check", str(EXAMPLE)])
     assert r.exit_code == 0, r.output
-    text = EXAMPLE.read_text()
-    top, _, mqtt = text.partition("\n[mqtt]\n")
+    parts = re.split(r"^\[(\w+)\]\n", EXAMPLE.read_text(), flags=re.M)
+    tables = {"": parts[0], **dict(zip(parts[1::2], parts[2::2]))}  # the top level and each [table]'s text
     for key in BY_KEY:
         table, _, name = key.rpartition(".")
-        section = mqtt if table == "mqtt" else top
-        assert re.search(rf"^#? ?{re.escape(name)} = ", section, re.M), f"{key} is not in {EXAMPLE.name}"
+        assert table in tables, f"[{table}] is not in {EXAMPLE.name}"
+        assert re.search(rf"^#? ?{re.escape(name)} = ", tables[table], re.M), f"{key} is not in {EXAMPLE.name}"
     # and every commented default matches the schema's default
-    for opt in OPTIONS:
+    for opt in SCHEMA:
         if not opt.in_file or opt.default in (None,) or opt.kind == "count":
             continue
-        name = opt.key.rpartition(".")[2]
-        section = mqtt if opt.key.startswith("mqtt.") else top
+        table, _, name = opt.key.rpartition(".")
+        section = tables[table]
         m = re.search(rf"^# {re.escape(name)} = (\S+)", section, re.M)
         if m:
             assert json.loads(m.group(1)) == opt.default, (opt.key, m.group(1))
@@ -243,3 +243,44 @@ def test_config_error_is_an_edge_fer_error():
     with pytest.raises(ConfigError) as info:
         resolve({"det_width": -1, "max_faces": -1}, {}, None)
     assert len(info.value.problems) == 2 and "(and 1 more problem)" in str(info.value)
+
+
+# --- every command: options from the one schema, the same layers -------------------------------------------------------
+
+COMMAND_SECTIONS = {"run": ("input", "classifier", "detector", "tracking", "output", "service", "mqtt", "http"),
+                    "predict": ("classifier", "detector"), "eval": ("classifier", "detector"),
+                    "bench": ("input.camera", "input.source", "classifier", "detector", "tracking", "http.listen"),
+                    "info": ("classifier.model",)}
+
+
+@pytest.mark.parametrize("command,sections", COMMAND_SECTIONS.items())
+def test_every_command_takes_its_settings_options_from_the_schema(command, sections):
+    params = {p.name for p in main.commands[command].params if isinstance(p, __import__("click").Option)}
+    wanted = {s.param for s in SCHEMA if s.on_cli and (s.section in sections or f"{s.section}.{s.name}" in sections)}
+    assert wanted <= params and "config" in params
+    others = {s.param for s in SCHEMA} - wanted
+    assert not params & others, f"{command} declares settings it does not use: {params & others}"
+
+
+def test_predict_and_bench_resolve_settings_like_run(tmp_path, cli):
+    r = cli.invoke(main, ["predict", str(SAMPLE), "--det-width", "-1"])
+    assert r.exit_code == 2 and r.stderr.strip() == "error: --det-width: must be an integer >= 0, got -1"
+    r = cli.invoke(main, ["predict", str(SAMPLE)], env={"EDGE_FER_MIN_NEIGHBORS": "x"})
+    assert r.exit_code == 2 and r.stderr.strip() == "error: EDGE_FER_MIN_NEIGHBORS: must be an integer >= 0, got 'x'"
+    r = cli.invoke(main, ["bench", "--threads", "1", "--threads", "0"])
+    assert r.exit_code == 2 and r.stderr.strip() == "error: --threads: must be an integer >= 1, got 0"
+    cfg = write(tmp_path, "det_width = 160\ndetect_every = 4\n")
+    bench = ["bench", "--frames", "3", "--warmup", "1", "--json", "--config", str(cfg)]
+    record = json.loads(cli.invoke(main, bench).stdout)
+    assert (record["det_width"], record["detect_every"]) == (160, 4)                 # file over defaults
+    record = json.loads(cli.invoke(main, bench, env={"EDGE_FER_DETECT_EVERY": "5"}).stdout)
+    assert (record["det_width"], record["detect_every"]) == (160, 5)                 # env over file
+    record = json.loads(cli.invoke(main, bench + ["--detect-every", "2"], env={"EDGE_FER_DETECT_EVERY": "5"}).stdout)
+    assert record["detect_every"] == 2                                               # command line over env
+
+
+def test_reload_diff_and_sections_compare_by_value(tmp_path):
+    a = resolve({"det_width": 160}, {})
+    b = resolve({"det_width": 200, "mqtt_host": "h"}, {})
+    assert a.classifier == b.classifier and a.detector != b.detector
+    assert b.changed(a) == ["det_width", "mqtt.host"]

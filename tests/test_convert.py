@@ -111,6 +111,18 @@ def test_metadata_and_verify_report_carry_the_figures(exported):
     assert "edgetpu_op_check" not in json.loads(results["float32"].verify_path.read_text())
 
 
+def test_conversion_fits_the_temperature_on_val(exported):
+    _, results = exported
+    path = results["int8"].path
+    meta = load_metadata(path)
+    fit = meta.extra["temperature_fit"]
+    assert meta.temperature > 0 and fit["split"] == "val" and fit["n"] == 140
+    assert fit["val"]["nll_after"] <= fit["val"]["nll_before"] + 1e-4
+    report = json.loads(path.with_suffix(".calibration.json").read_text())
+    assert report["temperature"] == meta.temperature and set(report["after"]) == {"val", "test"}
+    assert path.with_suffix(".calibration.png").is_file()
+
+
 def test_mirror_averaging_is_chosen_on_val_or_forced(exported, keras_file, data, tmp_path, capsys):
     _, results = exported
     v = results["int8"].verification
@@ -216,8 +228,8 @@ def test_ship_copies_model_metadata_and_reports(exported, trained_run, tmp_path)
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["default.json", "default.tflite"]
     assert load_metadata(dest).quantization == "int8"
     assert load_classifier(dest).labels == FER2013_LABELS
-    for name in ("default.verify.json", "metrics.json", "confusion_matrix.png", "curves.png",
-                 "classification_report.txt"):
+    for name in ("default.verify.json", "default.calibration.json", "default.calibration.png", "metrics.json",
+                 "confusion_matrix.png", "curves.png", "classification_report.txt"):
         assert (tmp_path / "docs" / name).is_file(), name
 
 

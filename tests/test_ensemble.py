@@ -305,3 +305,5 @@ def test_info_counts_every_file_of_the_ensemble(built):
     model = json.loads(proc.stdout)["model"]
     assert model["kind"] == "ensemble" and model["exists"]
     assert model["size_bytes"] == sum(p.stat().st_size for p in [out / "ens_tree.json", *(out / m.name for m in MEMBERS)])
+    assert model["files"] == [str(out / "ens_tree.json"), *(str(out / m.name) for m in MEMBERS)]
+    assert model["details"] == [f"members    {', '.join(m.name for m in MEMBERS)}", "combiner   tree"]

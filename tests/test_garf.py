@@ -220,6 +220,11 @@ def test_device_cli_eval_and_predict(garf_run):
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)["faces"]
     assert found and sum(found[0]["probs"].values()) == pytest.approx(1.0, abs=1e-3)  # probabilities are rounded
+    proc = run_cli("info", "--model", str(out / "model.joblib"), "--json")
+    model = json.loads(proc.stdout)["model"]
+    trio = [str(out / f"model{suffix}") for suffix in (".json", ".joblib", ".backbone.tflite")]
+    assert model["exists"] and model["files"] == trio
+    assert model["details"][0].startswith(f"ga-rf      {len(metrics['selected'])} of 32 cnn backbone features")
 
 
 def _copy_model(src, dst_dir):

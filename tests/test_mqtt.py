@@ -238,13 +238,14 @@ def test_publisher_never_blocks_and_counts_drops_without_a_broker():
     """In-process: nothing listens on the port; writes return at once, the oldest messages are dropped."""
     from service_helpers import free_port
 
-    from edge_fer.mqtt import MqttPublisher, MqttSettings
+    from edge_fer.config import MqttSettings
+    from edge_fer.mqtt import MqttPublisher
     from edge_fer.pipeline import FaceResult, FrameResult
     from edge_fer.sources import Frame
     import numpy as np
 
-    pub = MqttPublisher(MqttSettings(host="127.0.0.1", port=free_port(), topic="edge-fer/x", device_id="x",
-                                     queue=3, faces_interval=0.0, state_interval=0.2)).start()
+    pub = MqttPublisher(MqttSettings(host="127.0.0.1", port=free_port(), topic="edge-fer/x",
+                                     queue=3, faces_interval=0.0, state_interval=0.2), device_id="x").start()
     frame = Frame(1, time.time(), np.zeros((10, 10), np.uint8))
     t0 = time.perf_counter()
     for i in range(50):

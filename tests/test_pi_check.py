@@ -265,6 +265,21 @@ def test_raw_comparison_rules(tmp_path):
     assert "shapes" in raw_problem(shapes, None, strict=False)
 
 
+def test_detect_comparison_rules():
+    face = {"box": [10, 20, 30, 30], "score": 0.9, "landmarks": [[15.0, 25.0], [30.0, 25.0]]}
+    ref = {"faces": {"blazeface/a.jpg": [face], "blazeface-full/a.jpg": []}}
+    raw = {"blazeface/a.jpg/regressors": {"max": 0.2}}
+
+    detail, problem = checks.detect_line(ref, ref, raw)
+    assert problem is None and "1 faces in 2 model/photo pairs" in detail and "0 px" in detail
+    near = {"faces": {**ref["faces"], "blazeface/a.jpg": [{**face, "landmarks": [[15.5, 25.0], [30.0, 25.0]]}]}}
+    assert checks.detect_line(ref, near, raw)[1] is None  # within 1 px
+    off = {"faces": {**ref["faces"], "blazeface/a.jpg": [{**face, "box": [12, 20, 30, 30]}]}}
+    assert "beyond the tolerance: 2 px" in checks.detect_line(ref, off, raw)[1]
+    missing = {"faces": {**ref["faces"], "blazeface/a.jpg": []}}
+    assert "blazeface/a.jpg: 0 faces, x86 1" in checks.detect_line(ref, missing, raw)[1]
+
+
 # ------------------------------------------------------------------------------------------ real run
 
 
@@ -283,7 +298,7 @@ def test_fast_check_passes_under_emulation(tmp_path):
     result = json.loads(out.read_text())
     pi5 = result["models"]["pi5"]
     assert pi5["python"].startswith("3.11.")
-    assert {"import", "info", "predict", "run", "raw"} <= set(pi5["steps"])
+    assert {"import", "detect", "info", "predict", "run", "raw"} <= set(pi5["steps"])
     assert pi5["raw"]["output"]["max"] <= 1
     if "before_final" in pi5["raw"]:  # everything up to the final op is bit-identical to x86
         assert pi5["raw"]["before_final"]["max"] == 0

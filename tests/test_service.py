@@ -12,13 +12,13 @@ import stat
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from scripts.devtools import soak
-from service_helpers import ROOT, Broker, Subscriber, make_video, need_mosquitto, start_edge_fer, wait_until
+from service_helpers import (ROOT, Broker, StreamServer, Subscriber, make_video, need_mosquitto, start_edge_fer,
+                             wait_until)
 
 UNIT = ROOT / "systemd" / "edge-fer.service"
 INSTALL = ROOT / "systemd" / "install.sh"
@@ -189,52 +189,6 @@ def test_ready_watchdog_and_clean_exit_on_sigint(tmp_path, video):
         ns.close()
 
 
-class StreamServer:
-    """An HTTP 'network camera': serves an MJPEG AVI at about 30 frames per second; can go away and come back."""
-
-    def __init__(self, data: bytes, frames: int, port: int = 0):
-        self.data, self.frames, self.port = data, frames, port
-        self.httpd: ThreadingHTTPServer | None = None
-        self.up = threading.Event()
-
-    def start(self) -> StreamServer:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                self.send_response(200)
-                self.send_header("Content-Type", "video/x-msvideo")
-                self.send_header("Content-Length", str(len(server.data)))
-                self.end_headers()
-                step = max(1, len(server.data) // server.frames)
-                try:
-                    for i in range(0, len(server.data), step):
-                        if not server.up.is_set():
-                            return  # the camera is unplugged: the connection just stops
-                        self.wfile.write(server.data[i:i + step])
-                        time.sleep(1 / 30)
-                except OSError:
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.up.set()
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.up.clear()
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.httpd = None
-
-
 def test_watchdog_starves_while_the_camera_is_gone_and_resumes(tmp_path):
     """A live stream that stops: no WATCHDOG=1 (systemd would restart us), STATUS says why; it comes back: fed again."""
     avi = make_video(tmp_path / "cam.avi", frames=150, fourcc="MJPG", fps=30)
@@ -330,7 +284,8 @@ def test_a_failing_output_does_not_end_the_loop(video, caplog):
     from edge_fer.config import resolve
     from edge_fer.outputs import JsonlSink
     from edge_fer.runner import run_loop
-    from edge_fer.service import make_pipeline, open_source
+    from edge_fer.build import make_pipeline
+    from edge_fer.service import open_source
 
     settings = resolve({"source": str(video), "loop": True}, {})
     source, still = open_source(settings)

@@ -155,10 +155,36 @@ def test_run_metrics_match_scikit_learn():
     assert np.array(m["confusion"]).sum() == 500 and m["n"] == 500
 
 
-@pytest.mark.slow
-def test_resume_with_a_new_rate_and_a_cosine_schedule(trained_run, tmp_path):
-    """--resume continues the history; --lr restarts the rate and --lr-schedule cosine anneals it from there."""
+def _train_args(data, out, *extra):
     import argparse
+
+    from training import train
+
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    return parser.parse_args(["--data", str(data), "--out", str(out), "--arch", "edge-cnn", "--width", "4",
+                              "--batch-size", "64", "--limit", "210", "--verbose", "0", *extra])
+
+
+@pytest.mark.slow
+def test_a_resumed_cosine_run_follows_the_schedule_over_its_total_epochs(tmp_path):
+    """A long run spans sessions: stopped after 1 of 3 epochs and resumed, it gets the uninterrupted run's rates."""
+    from training import train
+
+    data = write_npz(tmp_path / "d.npz", {"train": 210, "val": 70})
+    out = tmp_path / "run"
+    train.run(_train_args(data, out, "--epochs", "1", "--lr-schedule", "cosine", "--lr", "0.01"))
+    assert json.loads((out / "train_config.json").read_text())["peak_lr"] == 0.01
+    metrics = train.run(_train_args(data, out, "--epochs", "3", "--resume"))  # schedule and rate: the run's own
+    rates = train.read_history(out / "history.csv")["learning_rate"]
+    assert len(rates) == 3 and metrics["epochs"] == 3 and metrics["lr_schedule"] == "cosine"
+    assert rates == pytest.approx([train.cosine_lr(p, 0.01) for p in (0, 0.5, 1)], rel=1e-5)
+    assert json.loads((out / "train_config.json").read_text())["resumed_at_epochs"] == [1]
+    assert train.cosine_lr(0, 1) == 1 and train.cosine_lr(1, 1) == pytest.approx(0.01) == train.cosine_lr(7, 1)
+
+
+@pytest.mark.slow
+def test_resume_with_a_new_rate_restarts_the_plateau_schedule_from_it(trained_run, tmp_path):
     import shutil
 
     from training import train
@@ -166,16 +192,39 @@ def test_resume_with_a_new_rate_and_a_cosine_schedule(trained_run, tmp_path):
     run_dir, _ = trained_run
     out = tmp_path / "run"
     shutil.copytree(run_dir, out)
-    parser = argparse.ArgumentParser()
-    train.add_arguments(parser)
     data = json.loads((run_dir / "metrics.json").read_text())["data"]
-    metrics = train.run(parser.parse_args([
-        "--data", data, "--out", str(out), "--arch", "edge-cnn", "--width", "4", "--epochs", "3", "--batch-size",
-        "64", "--limit", "210", "--verbose", "0", "--resume", "--lr", "0.01", "--lr-schedule", "cosine"]))
+    train.run(_train_args(data, out, "--epochs", "2", "--resume", "--lr", "0.005"))
     rates = train.read_history(out / "history.csv")["learning_rate"]
-    assert len(rates) == 3 and metrics["epochs"] == 3 and metrics["lr_schedule"] == "cosine"
-    assert rates[1:] == pytest.approx([0.01, train.cosine_lr(0.5, 0.01)], rel=1e-5)
-    assert train.cosine_lr(0, 1) == 1 and train.cosine_lr(1, 1) == pytest.approx(0.01) == train.cosine_lr(7, 1)
+    assert len(rates) == 2 and rates[1] == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("case", ["no folder", "no checkpoint", "corrupt checkpoint", "corrupt history",
+                                  "cosine-minutes without a budget"])
+def test_a_partial_or_corrupt_run_folder_is_a_one_line_error(tmp_path, capsys, case):
+    """What a killed session can leave behind: one line that says what is wrong and what to do, no traceback."""
+    from training.__main__ import main
+
+    data = write_npz(tmp_path / "d.npz", {"train": 28, "val": 14})
+    out = tmp_path / "run"
+    if case != "no folder":
+        out.mkdir()
+        (out / "history.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.2,1.9,0.2,1.9\n")
+        (out / "train_config.json").write_text('{"lr_schedule": "cosine", "peak_lr": 0.001}')
+        (out / "last.keras").write_bytes(b"PK\x03\x04 cut short")
+    if case == "no checkpoint":
+        (out / "last.keras").unlink()
+    if case == "corrupt history":
+        (out / "history.csv").write_text("epoch,accuracy,loss\n0,0.2,\n")
+    extra = ["--lr-schedule", "cosine-minutes"] if case == "cosine-minutes without a budget" else ["--resume"]
+    argv = ["train", "--data", str(data), "--out", str(out), "--width", "4", "--epochs", "3", "--verbose", "0",
+            *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0], err
+    fragment = {"no folder": "no run folder", "no checkpoint": "last.keras missing",
+                "corrupt checkpoint": "cannot read checkpoint", "corrupt history": "unreadable history.csv",
+                "cosine-minutes without a budget": "--max-minutes"}[case]
+    assert fragment in err[0], err[0]
 
 
 @pytest.mark.slow

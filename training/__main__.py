@@ -16,6 +16,7 @@ COMMANDS = {
     "garf": ("training.pipelines.garf", "GA feature selection + RandomForest on backbone features, with device files"),
     "tune": ("training.tune", "Keras Tuner search (random or hyperband); writes a config for train --config"),
     "ensemble": ("training.pipelines.ensemble", "average or stack TFLite models (tree, logistic) into one device model"),
+    "throughput": ("training.throughput", "measure samples/s of one training step per width and batch size (plan a long run)"),
 }
 
 

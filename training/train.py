@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +28,7 @@ from edge_fer.errors import EdgeFerError
 from edge_fer.labels import FER2013_LABELS
 from edge_fer.preprocess import DEFAULT_SCALING, scale_pixels
 
-from .common.runs import read_history
+from .common.runs import read_history, read_run
 
 # Architectures with a strided 1x1 Conv2D, which crashes TF 2.19-2.21's oneDNN path in fit.
 # Everything else keeps oneDNN on: it halves the epoch time on this CPU.
@@ -44,15 +45,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="edge-cnn/seed-cnn activation (default relu; LEAKY_RELU does not map to the Edge TPU)")
     p.add_argument("--out", required=True, type=Path, help="run folder (created)")
     p.add_argument("--epochs", type=int, default=60,
-                   help="last epoch (default 60); with --resume it counts the run's earlier epochs too")
+                   help="the run's total epochs (default 60), which a cosine schedule spans; with --resume it counts "
+                        "the run's earlier epochs too (a larger value stretches the rest of the schedule)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3; seed-cnn 1e-4)")
-    p.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate (default 1e-3; seed-cnn 1e-4); with --resume, the run's own unless given")
+    p.add_argument("--lr-schedule", choices=("plateau", "cosine", "cosine-minutes"), default=None,
                    help="plateau (default): halve the LR when val loss stalls; cosine: anneal from --lr to 1%% of it "
-                        "over the --max-minutes budget (else over --epochs), the better use of a fixed CPU budget. "
-                        "With --resume, --lr restarts from that rate")
+                        "over the run's --epochs, across any number of --resume sessions (a long run); "
+                        "cosine-minutes: anneal over this call's --max-minutes (a one-shot run on a time budget). "
+                        "With --resume, the run's own schedule unless given")
     p.add_argument("--patience", type=int, default=12, help="EarlyStopping patience on val accuracy")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this wall time")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after the epoch that passes this wall time (checkpoints kept: --resume goes on)")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--class-weights", type=float, default=0.0, metavar="POWER",
                    help="weight classes by inverse frequency ** POWER (0 = off, 0.5 = damped, 1 = full)")
@@ -76,11 +81,12 @@ def run(args: argparse.Namespace) -> dict:
     if config and args.arch and args.arch != config.arch:
         raise EdgeFerError(f"--arch {args.arch} differs from the {config.arch} tuned in {args.config}")
     args.arch = args.arch or (config.arch if config else "edge-cnn")
-    if args.resume and not (args.out / "last.keras").exists():
-        raise EdgeFerError(f"--resume: no checkpoint {args.out / 'last.keras'}")
     history_csv = args.out / "history.csv"
-    earlier = read_history(history_csv) if args.resume and history_csv.exists() else {}
+    earlier, recorded = read_run(args.out) if args.resume else ({}, {})
     initial_epoch = len(earlier.get("loss", []))
+    args.lr_schedule = args.lr_schedule or recorded.get("lr_schedule") or "plateau"
+    if args.lr_schedule == "cosine-minutes" and not args.max_minutes:
+        raise EdgeFerError("--lr-schedule cosine-minutes anneals over --max-minutes: give it")
     if args.resume and initial_epoch >= args.epochs:  # Keras would return at once, a cosine schedule never run
         raise EdgeFerError(f"--resume: {args.out} already has {initial_epoch} epoch{'s' * (initial_epoch != 1)} "
                            f"and --epochs {args.epochs} is the last epoch number: give more "
@@ -137,10 +143,12 @@ def run(args: argparse.Namespace) -> dict:
         if (model.name == AUGMENTED) == args.no_augment:
             raise EdgeFerError(f"--resume: {args.out} trains {'with' if args.no_augment else 'without'} "
                                f"augmentation: {'drop' if args.no_augment else 'add'} --no-augment")
-        if args.lr:
-            model.optimizer.learning_rate.assign(args.lr)
-        lr = float(model.optimizer.learning_rate.numpy())
-        print(f"resuming {args.out} at epoch {initial_epoch + 1}, learning rate {lr:g}", file=sys.stderr)
+        # A cosine schedule starts from the run's peak rate; the plateau schedule goes on from the current one.
+        lr = args.lr or (recorded.get("peak_lr") if args.lr_schedule == "cosine" else None) \
+            or float(model.optimizer.learning_rate.numpy())
+        model.optimizer.learning_rate.assign(lr)
+        print(f"resuming {args.out} at epoch {initial_epoch + 1} of {args.epochs} ({args.lr_schedule}, "
+              f"learning rate {lr:g})", file=sys.stderr)
     else:
         model = build(args.arch, x_train.shape[1:], n_classes, **hp)
         if not args.no_augment:
@@ -148,14 +156,16 @@ def run(args: argparse.Namespace) -> dict:
         model.compile(optimizer=keras.optimizers.Adam(lr),
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
                       metrics=["accuracy"])
+    config_record = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}
     (args.out / "train_config.json").write_text(json.dumps(
-        {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}, indent=2) + "\n")
+        {**recorded, **config_record, "peak_lr": lr, "resumed_at_epochs": [
+            *recorded.get("resumed_at_epochs", []), *([initial_epoch] if args.resume else [])]}, indent=2) + "\n")
 
     started = time.time()
-    if args.lr_schedule == "cosine":
-        budget = args.max_minutes * 60 if args.max_minutes else None
-        schedule = cosine_callback(lambda epoch, epochs: (time.time() - started) / budget if budget else
-                                   (epoch - initial_epoch) / max(1, epochs - initial_epoch), lr)
+    if args.lr_schedule == "cosine":  # over the run's epochs: a resumed run continues the same curve
+        schedule = cosine_callback(lambda epoch, epochs: epoch / max(1, epochs - 1), lr)
+    elif args.lr_schedule == "cosine-minutes":
+        schedule = cosine_callback(lambda epoch, epochs: (time.time() - started) / (args.max_minutes * 60), lr)
     else:
         schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                      patience=max(2, args.patience // 3), min_lr=1e-6)
@@ -231,7 +241,11 @@ def load_checkpoint(path: Path):
     from . import augment  # noqa: F401  (registers FaceAugment with Keras)
     from .common.keras_env import keras
 
-    return keras.models.load_model(path)
+    try:
+        return keras.models.load_model(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise EdgeFerError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); "
+                           f"a run stopped while writing it: copy best.keras over it, or start the run again") from None
 
 
 def network_of(model):

@@ -8,10 +8,11 @@ may train on JAX without it.
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
-from edge_fer.errors import ModelError
+from edge_fer.errors import EdgeFerError, ModelError
 
 
 def first_line(exc: BaseException) -> str:
@@ -38,6 +39,28 @@ def read_history(path: Path) -> dict[str, list[float]]:
     with open(path) as f:
         rows = list(csv.DictReader(f))
     return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
+
+
+def read_run(out: Path) -> tuple[dict[str, list[float]], dict]:
+    """The history and recorded configuration of a run folder to resume; one clear error if it is not whole.
+
+    A run that stopped (a deadline, a killed session) has ``last.keras``, ``history.csv`` and
+    ``train_config.json``; the checkpoint itself is read later, by Keras.
+    """
+    if not out.is_dir():
+        raise EdgeFerError(f"--resume: no run folder {out}")
+    missing = [name for name in ("last.keras", "history.csv", "train_config.json") if not (out / name).is_file()]
+    if missing:
+        raise EdgeFerError(f"--resume: {out} is not a whole run folder: {', '.join(missing)} missing "
+                           f"(start it again without --resume, or into a new --out)")
+    try:
+        history = read_history(out / "history.csv")
+        recorded = json.loads((out / "train_config.json").read_text())
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise EdgeFerError(f"--resume: {out} has an unreadable history.csv or train_config.json ({exc})") from None
+    if not isinstance(recorded, dict):
+        raise EdgeFerError(f"--resume: {out / 'train_config.json'} is not a JSON object")
+    return history, recorded
 
 
 def copy_run_reports(run_dir: Path, dest: Path) -> None:

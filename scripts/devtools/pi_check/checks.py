@@ -104,6 +104,42 @@ def check_raw(r: Runner, faces: Path) -> tuple[dict, Path]:
     return meta, out
 
 
+# BlazeFace on aarch64 against x86: the float kernels may round differently, so the decoded faces must
+# agree within these (the raw tensors' largest difference is reported beside).
+DETECT_TOLERANCE = {"px": 1.0, "score": 1e-3}
+
+
+def check_detect(r: Runner, photos: list[Path]) -> tuple[dict, Path]:
+    out = r.work / f"detect-{r.label}.npz"
+    return r.json([PROBE, "detect", out, *photos], 1800), out
+
+
+def detect_line(ref: dict, got: dict, cmp: dict) -> tuple[str, str | None]:
+    """(detail, problem): faces per model and photo must match x86's in number, boxes and keypoints within
+    DETECT_TOLERANCE['px'] pixels and scores within DETECT_TOLERANCE['score']."""
+    problems = [c["error"] for c in cmp.values() if "error" in c]
+    px = score = 0.0
+    n = 0
+    for name, want in ref["faces"].items():
+        have = got["faces"].get(name, [])
+        if len(have) != len(want):
+            problems.append(f"{name}: {len(have)} faces, x86 {len(want)}")
+            continue
+        for a, b in zip(want, have):
+            n += 1
+            coords = [*a["box"], *(v for p in a["landmarks"] for v in p)]
+            other = [*b["box"], *(v for p in b["landmarks"] for v in p)]
+            px = max(px, *(abs(x - y) for x, y in zip(coords, other)))
+            score = max(score, abs(a["score"] - b["score"]))
+    raw = max((c["max"] for c in cmp.values() if "max" in c), default=0.0)
+    detail = (f"{n} faces in {len(ref['faces'])} model/photo pairs; largest difference from x86: {px:g} px, "
+              f"score {score:.2g}, raw outputs {raw:.2g} (tolerance {DETECT_TOLERANCE['px']:g} px, "
+              f"score {DETECT_TOLERANCE['score']:g})")
+    if px > DETECT_TOLERANCE["px"] or score > DETECT_TOLERANCE["score"]:
+        problems.append(f"faces differ from x86 beyond the tolerance: {px:g} px, score {score:.2g}")
+    return detail, ("; ".join(problems) if problems else None)
+
+
 def device_tests() -> list[str]:
     """tests/ files that need only the device side (no TensorFlow, training or conversion)."""
     return sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_*.py")

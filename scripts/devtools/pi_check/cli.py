@@ -10,7 +10,9 @@ qemu user-mode emulation with a Pi 4 (Cortex-A72) and a Pi 5 (Cortex-A76) CPU mo
      --max-frames 30 --output jsonl`,
   3. runs the shipped model on a few hundred FER2013 test faces and compares its raw int8
      tensors with the same run on this x86 machine,
-  4. runs the device tests (tests/ without the training/conversion ones; as a Pi 5, or
+  4. runs both BlazeFace face detectors on the photos and compares their raw outputs and
+     decoded faces with x86 (within 1 px and 0.001 in score),
+  5. runs the device tests (tests/ without the training/conversion ones; as a Pi 5, or
      --tests-cpu) unless --no-tests or --fast,
 
 and prints a verdict. Exit status: 0 all checks passed, 1 a check failed, 2 it could not run
@@ -21,6 +23,7 @@ Timings under emulation say nothing about a Pi's speed; none are reported as suc
     scripts/pi-check                  # both CPU models, with the device tests
     scripts/pi-check --fast           # the fast part: no device tests, fewer faces
     scripts/pi-check --cpu pi4 --faces 500 --json verdict.json
+    scripts/pi-check --detect-only    # only the import and BlazeFace checks
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import common
-from .checks import (check_env, check_info, check_predict, check_raw, check_run, check_tests, compare_faces,
-                     deselected, device_tests, raw_line, raw_problem)
+from .checks import (check_detect, check_env, check_info, check_predict, check_raw, check_run, check_tests,
+                     compare_faces, deselected, detect_line, device_tests, raw_line, raw_problem)
 from .common import CPUS, DESELECT, MEDIA_PHOTOS, MEDIA_VIDEO, PROBE, REPO, SAMPLE, SHARED, Fatal, say
 from .root import default_python, ensure_root, find_tools
 from .runner import Runner, StepError, kill_all
@@ -61,6 +64,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                     help="CPU model(s) the device tests run on (default pi5, or the --cpu one: the tests exercise "
                          "Python code; the kernels of both models are checked by the raw outputs)")
     ap.add_argument("--fast", action="store_true", help="the quick part: no device tests, 100 faces")
+    ap.add_argument("--detect-only", action="store_true",
+                    help="only the import and BlazeFace detector checks (no info, predict, run, raw or tests)")
     ap.add_argument("--jobs", type=int, default=None,
                     help="CPU models checked at once (default: 2 with 4 or more cores, else 1)")
     ap.add_argument("--strict", action="store_true",
@@ -82,7 +87,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the verdict")
     args = ap.parse_args(argv)
     if args.tests is None:
-        args.tests = not args.fast
+        args.tests = not (args.fast or args.detect_only)
     if args.faces is None:
         args.faces = 100 if args.fast else 300
     if args.faces < 1 or args.frames < 1:
@@ -174,18 +179,22 @@ def run_checks(args, tools, models, root, manifest, built, setup_s, work, t_star
         return work / "frames-x86.npz"
 
     ref: dict = {}
-    for name, fn in (("faces", lambda: x86.json([PROBE, "faces", faces_npy, args.faces, fer_npz], 300)),
-                     ("video", make_video), ("env", lambda: check_env(x86)),
-                     ("predict", lambda: check_predict(x86, photos)),
-                     ("run", lambda: check_run(x86, video, args.frames)), ("frames", x86_frames),
-                     ("raw", lambda: check_raw(x86, faces_npy))):
+    steps = [("env", lambda: check_env(x86)), ("models", lambda: x86.json([PROBE, "models"], 600)),
+             ("detect", lambda: check_detect(x86, photos))]
+    if not args.detect_only:
+        steps += [("faces", lambda: x86.json([PROBE, "faces", faces_npy, args.faces, fer_npz], 300)),
+                  ("video", make_video), ("predict", lambda: check_predict(x86, photos)),
+                  ("run", lambda: check_run(x86, video, args.frames)), ("frames", x86_frames),
+                  ("raw", lambda: check_raw(x86, faces_npy))]
+    for name, fn in steps:
         try:
             ref[name] = fn()
         except StepError as exc:
             raise Fatal(f"the x86 reference run failed at {name}: {exc}") from None
-    results.update(faces_source=ref["faces"]["source"], video=ref["video"], photos=[p.name for p in photos])
+    results.update(faces_source=ref["faces"]["source"] if "faces" in ref else "-",
+                   video=ref.get("video", "-"), photos=[p.name for p in photos])
     results["x86"] = {"python": ref["env"]["python"], "versions": ref["env"]["versions"],
-                      "final_op": ref["raw"][0]["final_op"]}
+                      "final_op": ref["raw"][0]["final_op"] if "raw" in ref else None}
     tests = device_tests() if args.tests else []
 
     test_models = set(CPUS if args.tests_cpu == "all" else [args.tests_cpu]) if tests else set()
@@ -210,12 +219,20 @@ def run_checks(args, tools, models, root, manifest, built, setup_s, work, t_star
     return 0 if results["ok"] else 1
 
 
+def compared(x86: Runner, ref: Path, got: Path, key: str) -> dict:
+    """``probe compare`` of two result files on the host; a failure becomes an error under ``key``."""
+    try:
+        return x86.json([PROBE, "compare", ref, got], 300)
+    except StepError as exc:
+        return {key: {"error": f"comparing failed: {exc}"}}
+
+
 def check_model(model, res, args, tools, root, work, ref, photos, video, faces_npy, tests) -> None:
     """Every check for one CPU model; results go into ``res``."""
     cpu, board = CPUS[model]
     r = Runner(root, model, tools, args.python, work)
     x86 = Runner(None, None, tools, args.python, work)
-    say(f"{board} ({cpu}) under qemu: import, info, predict, run, raw outputs"
+    say(f"{board} ({cpu}) under qemu: import, BlazeFace" + ("" if args.detect_only else ", info, predict, run, raw outputs")
         + (f", device tests ({len(tests)} files)" if tests else ""))
 
     def step(name, fn):
@@ -236,6 +253,14 @@ def check_model(model, res, args, tools, root, work, ref, photos, video, faces_n
         opt = env.get("optional_missing") or {}
         res["steps"]["import"]["detail"] = (f"{len(env['modules']) - len(opt)} edge_fer modules, no TensorFlow"
                                             + (f"; without optional extras: {', '.join(opt)}" if opt else ""))
+    found = step("detect", lambda: check_detect(r, photos))
+    if found:
+        detail, problem = detect_line(ref["detect"][0], found[0], compared(x86, ref["detect"][1], found[1], "raw"))
+        res["steps"]["detect"]["detail"] = detail
+        if problem:
+            res["steps"]["detect"].update(ok=False, error=problem)
+    if args.detect_only:
+        return
     info = step("info", lambda: check_info(r))
     if info:
         res["steps"]["info"]["detail"] = f"{info['machine']}, {info['backend']}, Haar cascades found"
@@ -264,10 +289,7 @@ def check_model(model, res, args, tools, root, work, ref, photos, video, faces_n
                 res["steps"]["run"]["detail"] += f" (decoded frames not compared: {exc})"
     raw = step("raw", lambda: check_raw(r, faces_npy))
     if raw:
-        try:
-            cmp = x86.json([PROBE, "compare", ref["raw"][1], raw[1]], 300)
-        except StepError as exc:
-            cmp = {"output": {"error": f"comparing failed: {exc}"}}
+        cmp = compared(x86, ref["raw"][1], raw[1], "output")
         res["raw"] = {"final_op": raw[0]["final_op"], "faces": raw[0]["faces"], **cmp}
         if not any("error" in c for c in cmp.values()):
             res["steps"]["raw"]["detail"] = raw_line(cmp, raw[0]["final_op"], raw[0]["faces"])

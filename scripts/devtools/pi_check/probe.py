@@ -7,7 +7,11 @@
                                         exists, else crops of the shipped sample photo and random faces
     probe.py video OUT.mp4 [FRAMES]     (host) a short MP4 of the shipped sample photo drifting
     probe.py frames VIDEO N OUT.npz     the first N frames of VIDEO, decoded and gray, as the device path sees them
-    probe.py compare REF.npz GOT.npz    (host) the largest differences between two ``raw`` or ``frames`` results
+    probe.py compare REF.npz GOT.npz    (host) the largest differences between two ``raw``, ``frames`` or
+                                        ``detect`` results
+    probe.py models                     (host) the BlazeFace model files: found in the caches, else fetched
+    probe.py detect OUT.npz PHOTO...    BlazeFace short- and full-range on each photo, one thread: the raw
+                                        network outputs (OUT.npz) and the decoded faces (JSON)
 
 The emulated root holds the device dependencies and nothing else, so ``env`` and ``raw`` use
 only the standard library, numpy, OpenCV, the interpreter and edge_fer.
@@ -25,7 +29,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-DISTS = ("numpy", "opencv-python-headless", "ai-edge-litert", "click", "paho-mqtt")
+DISTS = ("numpy", "opencv-python-headless", "ai-edge-litert", "click", "paho-mqtt", "prometheus-client")
 HEAVY = ("tensorflow", "keras", "tf_keras", "torch", "jax", "sklearn")
 # Optional extras a Pi may lack (edge-fer[garf], apt's python3-picamera2, the legacy interpreter).
 OPTIONAL = ("sklearn", "joblib", "picamera2", "libcamera", "tflite_runtime")
@@ -52,9 +56,9 @@ def env() -> dict:
             failed[name] = f"{exc.__class__.__name__}: {exc}"
     import cv2
 
-    from edge_fer.detector import FaceDetector
+    from edge_fer.detectors.haar import HaarDetector
 
-    FaceDetector()  # loads haarcascade_frontalface_default.xml from the wheel
+    HaarDetector()  # loads haarcascade_frontalface_default.xml from the wheel
     return {
         "machine": platform.machine(),
         "python": platform.python_version(),
@@ -108,13 +112,10 @@ def raw(faces_path: str, out_path: str, model: str | None = None) -> dict:
     nothing runs after the final op."""
     import numpy as np
 
-    from edge_fer.classifier import DEFAULT_MODEL
-    from edge_fer.ensemble import member_paths
-    from edge_fer.metadata import load_metadata
+    from edge_fer.classifier import DEFAULT_MODEL, model_files
 
     path = Path(model) if model else DEFAULT_MODEL
-    meta = load_metadata(path)
-    networks = member_paths(path, meta) if meta.kind == "ensemble" else [path]
+    networks = [f for f in model_files(path) if f.suffix == ".tflite"]
     faces = np.load(faces_path)
     results = [_raw_one(network, faces) for network in networks]
     keys = [k for k in results[0][0] if all(k in r[0] for r in results)]
@@ -173,12 +174,12 @@ def faces(out_path: str, n: str, npz: str | None = None) -> dict:
     import cv2
 
     from edge_fer.bench import SAMPLE_IMAGE
-    from edge_fer.detector import FaceDetector
+    from edge_fer.detectors.haar import HaarDetector
     from edge_fer.preprocess import resize_face, to_gray
 
     rng = np.random.default_rng(0)
     gray = to_gray(cv2.imread(str(SAMPLE_IMAGE)))
-    boxes = FaceDetector().detect(gray)
+    boxes = [d.box for d in HaarDetector().detect(gray)]
     out = []
     if boxes:
         x, y, w, h = boxes[0]
@@ -224,6 +225,41 @@ def frames(video_path: str, n: str, out_path: str) -> dict:
     return {"frames": len(grays)}
 
 
+def models() -> dict:
+    """Make sure the BlazeFace models are in the user cache, which both sides read (same HOME)."""
+    from edge_fer.detectors.fetch import MODEL_FILES, fetch, find_model
+    from edge_fer.errors import ModelError
+
+    try:
+        paths = [find_model(name) for name in MODEL_FILES]
+        fetched = False
+    except ModelError:
+        paths, fetched = fetch(), True
+    return {"models": [str(p) for p in paths], "fetched": fetched}
+
+
+def detect(out_path: str, *photos: str) -> dict:
+    """Each BlazeFace model on each photo (BGR, as the device path gives it), one interpreter thread."""
+    import cv2
+    import numpy as np
+
+    from edge_fer.detectors import make_detector
+
+    arrays, faces = {}, {}
+    for key in ("blazeface", "blazeface-full"):
+        detector = make_detector(key, threads=1)
+        interp = detector.interpreter
+        for photo in photos:
+            found = detector.detect(cv2.imread(photo))
+            name = f"{key}/{Path(photo).name}"
+            for o in interp.get_output_details():  # the network's raw outputs for this photo
+                arrays[f"{name}/{o['name']}"] = interp.get_tensor(o["index"]).copy()
+            faces[name] = [{"box": list(d.box), "score": d.score, "landmarks": [list(p) for p in d.landmarks]}
+                           for d in found]
+    np.savez(out_path, **arrays)
+    return {"faces": faces}
+
+
 def compare(ref_path: str, got_path: str) -> dict:
     """The largest difference between two ``raw`` results, per tensor: in LSB for integer tensors."""
     import numpy as np
@@ -245,7 +281,7 @@ def compare(ref_path: str, got_path: str) -> dict:
 
 
 COMMANDS = {"env": (env, 0, 0), "raw": (raw, 2, 3), "faces": (faces, 2, 3), "video": (video, 1, 2),
-            "compare": (compare, 2, 2), "frames": (frames, 3, 3)}
+            "compare": (compare, 2, 2), "frames": (frames, 3, 3), "models": (models, 0, 0), "detect": (detect, 2, 99)}
 
 
 def main(argv: list[str]) -> int:

@@ -1,10 +1,10 @@
-"""Haar-cascade face detection on a downscaled gray frame.
+"""Haar-cascade face detection on a downscaled gray frame (OpenCV's frontal-face cascade).
 
 Detection cost grows with pixel count, so frames are shrunk to ``det_width`` before the
 cascade runs and boxes are mapped back to full resolution. Faces are returned largest
 first, so ``max_faces`` keeps the most prominent ones.
 
-Where a face is already tracked, :meth:`FaceDetector.detect_near` looks for it again only
+Where a face is already tracked, :meth:`HaarDetector.detect_near` looks for it again only
 in a small window around its last box, scaled so the face is just above the cascade's
 24-pixel window and limited to a narrow range of sizes: about a tenth of the cost of a
 full-frame pass. The pipeline alternates the two (see ``Pipeline``).
@@ -18,8 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import ModelError
-from .preprocess import Box
+from ..errors import ModelError
+from ..preprocess import Box, to_gray
+from .base import Detection, Detector
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 
@@ -36,7 +37,7 @@ def cascade_path(name: str = DEFAULT_CASCADE) -> Path:
 
 
 @dataclass
-class DetectorConfig:
+class HaarConfig:
     det_width: int = 320          # detection runs on a frame this wide (0: full resolution)
     scale_factor: float = 1.1     # cascade pyramid step
     min_neighbors: int = 5        # higher: fewer false positives, more misses
@@ -47,9 +48,13 @@ class DetectorConfig:
     cascade: str = DEFAULT_CASCADE
 
 
-class FaceDetector:
-    def __init__(self, config: DetectorConfig | None = None):
-        self.config = config or DetectorConfig()
+class HaarDetector(Detector):
+    key = "haar"
+    config_cls = HaarConfig
+    config: HaarConfig
+
+    def __init__(self, config: HaarConfig | None = None):
+        super().__init__(config)
         if not hasattr(cv2, "CascadeClassifier"):
             raise ModelError("this OpenCV has no CascadeClassifier: install opencv-python-headless>=4.8,<5")
         path = cascade_path(self.config.cascade)
@@ -57,9 +62,10 @@ class FaceDetector:
         if self.cascade.empty():
             raise ModelError(f"cannot load Haar cascade {path}")
 
-    def detect(self, gray: np.ndarray) -> list[Box]:
-        """Face boxes ``(x, y, w, h)`` in full-frame pixels, largest first."""
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Face boxes in full-frame pixels, largest first (no landmarks, no scores)."""
         c = self.config
+        gray = to_gray(image)
         height, width = gray.shape[:2]
         scale = 1.0
         small = gray
@@ -73,13 +79,14 @@ class FaceDetector:
         boxes = [(int(round(x * scale)), int(round(y * scale)), int(round(w * scale)), int(round(h * scale)))
                  for x, y, w, h in (found if len(found) else [])]
         boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
-        return boxes[: c.max_faces] if c.max_faces else boxes
+        return [Detection(b) for b in (boxes[: c.max_faces] if c.max_faces else boxes)]
 
-    def detect_near(self, gray: np.ndarray, boxes: list[Box]) -> list[Box | None]:
-        """Re-find each tracked face near its last box; None where it is not found."""
+    def detect_near(self, image: np.ndarray, boxes: list[Box]) -> list[Detection | None]:
+        """Re-find each tracked face near its last box, within a narrow range of sizes; None where it is not found."""
         c = self.config
+        gray = to_gray(image)
         height, width = gray.shape[:2]
-        found: list[Box | None] = []
+        found: list[Detection | None] = []
         for x, y, w, h in boxes:
             pad = int(0.4 * max(w, h))
             x0, y0 = max(0, x - pad), max(0, y - pad)
@@ -98,6 +105,6 @@ class FaceDetector:
                 found.append(None)
                 continue
             bx, by, bw, bh = max(hits, key=lambda b: b[2] * b[3])
-            found.append((x0 + int(round(bx / scale)), y0 + int(round(by / scale)),
-                          int(round(bw / scale)), int(round(bh / scale))))
+            found.append(Detection((x0 + int(round(bx / scale)), y0 + int(round(by / scale)),
+                                    int(round(bw / scale)), int(round(bh / scale)))))
         return found

@@ -1,0 +1,174 @@
+"""``python -m convert calibrate``: fit a network's temperature on val and store it in its metadata.
+
+The fit runs on the converted model through the device's own classifier (int8 outputs, mirror
+averaging as the metadata says), never on Keras floats, so the stored temperature calibrates
+exactly the ``score`` the device prints. Val chooses the temperature; test is only reported,
+before and after, as expected calibration error (ECE) and NLL, with a reliability diagram.
+Conversion (:mod:`convert.export`) calls :func:`calibrate` for every model it writes; this
+command does the same for a model that already exists, such as the shipped default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edge_fer.calibration import Calibration, RawOutputs, calibration, fit_temperature
+from edge_fer.classifier import MODELS_DIR, TFLiteClassifier
+from edge_fer.datasets import LabeledFaces, available_splits, load_split
+from edge_fer.errors import DataError, ModelError, exit_status
+from edge_fer.metadata import load_metadata, save_metadata
+
+SHIPPED_REPORTS = Path(__file__).resolve().parents[1] / "docs" / "model"  # where the shipped model's reports live
+
+
+@dataclass
+class CalibrationReport:
+    """The fitted temperature and, per split, calibration at temperature 1 and at the fitted one."""
+
+    model: str
+    temperature: float
+    fitted_on: str
+    before: dict[str, Calibration]
+    after: dict[str, Calibration]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "temperature": self.temperature, "fitted_on": self.fitted_on,
+                "before": {k: v.to_dict() for k, v in self.before.items()},
+                "after": {k: v.to_dict() for k, v in self.after.items()}}
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """The figures kept in the model's metadata (``extra.temperature_fit``), rounded."""
+        out: dict[str, Any] = {"split": self.fitted_on, "n": self.before[self.fitted_on].n}
+        for split in self.before:
+            b, a = self.before[split], self.after[split]
+            out[split] = {"ece_before": round(b.ece, 4), "ece_after": round(a.ece, 4),
+                          "nll_before": round(b.nll, 4), "nll_after": round(a.nll, 4),
+                          "accuracy_before": round(b.accuracy, 4), "accuracy_after": round(a.accuracy, 4)}
+        return out
+
+    def line(self) -> str:
+        parts = [f"{self.model}: temperature {self.temperature:.4f} (fitted on {self.fitted_on})"]
+        parts += [f"{split} ECE {self.before[split].ece:.4f} -> {self.after[split].ece:.4f}, "
+                  f"NLL {self.before[split].nll:.4f} -> {self.after[split].nll:.4f}" for split in self.before]
+        return "; ".join(parts)
+
+
+def calibrate(model_path: Path, val: LabeledFaces, test: LabeledFaces | None = None) -> CalibrationReport:
+    """Fit the temperature of the TFLite network ``model_path`` on ``val``; report val and test before/after."""
+    meta = load_metadata(model_path)
+    if meta.kind != "tflite":
+        raise ModelError(f"{model_path}: a temperature is fitted for one TFLite network, not kind {meta.kind!r} "
+                         f"(an ensemble's members each carry their own)")
+    classifier = TFLiteClassifier(model_path, num_threads=1, metadata=replace(meta, temperature=1.0))
+    if tuple(val.labels) != tuple(classifier.labels):
+        raise ModelError(f"model labels ({', '.join(classifier.labels)}) differ from the data's "
+                         f"({', '.join(val.labels)})")
+    raw = {"val": (RawOutputs.of(classifier, val.x), val.y)}
+    if test is not None:
+        raw["test"] = (RawOutputs.of(classifier, test.x), test.y)
+    temperature = fit_temperature(*raw["val"])
+    return CalibrationReport(model=model_path.name, temperature=temperature, fitted_on="val",
+                             before={s: calibration(r.probs(1.0), y) for s, (r, y) in raw.items()},
+                             after={s: calibration(r.probs(temperature), y) for s, (r, y) in raw.items()})
+
+
+def store(model_path: Path, report: CalibrationReport) -> Path:
+    """Write the temperature (and its figures) into the metadata; the model file and its sha256 stay as they are."""
+    meta = load_metadata(model_path)
+    meta.temperature = report.temperature
+    meta.extra = {**meta.extra, "temperature_fit": report.summary()}
+    return save_metadata(model_path, meta)
+
+
+def write_report(report: CalibrationReport, stem: Path) -> list[Path]:
+    """``STEM.calibration.json`` (every figure and bin) and ``STEM.calibration.png`` (reliability diagrams)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    json_path = stem.with_name(stem.name + ".calibration.json")
+    json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    png_path = stem.with_name(stem.name + ".calibration.png")
+    plot_reliability(report, png_path)
+    return [json_path, png_path]
+
+
+def plot_reliability(report: CalibrationReport, path: Path) -> None:
+    """Accuracy against confidence per bin, before and after, on the reported split (test when given)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only
+    import matplotlib.pyplot as plt
+
+    split = "test" if "test" in report.before else report.fitted_on
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
+    for ax, (title, cal) in zip(axes, (("temperature 1", report.before[split]),
+                                       (f"temperature {report.temperature:.3f}", report.after[split]))):
+        bins = [b for b in cal.bins if b["count"]]
+        centers = [(b["lo"] + b["hi"]) / 2 for b in bins]
+        width = 1.0 / len(cal.bins)
+        ax.bar(centers, [b["accuracy"] for b in bins], width=width * 0.95, color="#4c72b0", label="accuracy")
+        ax.bar(centers, [abs(b["confidence"] - b["accuracy"]) for b in bins],
+               bottom=[min(b["confidence"], b["accuracy"]) for b in bins], width=width * 0.95, fill=False,
+               edgecolor="#c44e52", hatch="//", label="gap to confidence")
+        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top probability)")
+        ax.set_title(f"{title}: ECE {cal.ece:.4f}, NLL {cal.nll:.3f}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"accuracy ({split}, n={report.before[split].n})")
+    axes[0].legend(loc="upper left")
+    fig.suptitle(f"{report.model}: reliability on {split}, temperature fitted on {report.fitted_on}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _network(path: Path) -> Path:
+    """Users pass a network's ``.json`` or its ``.tflite``: the ``.tflite`` is what is calibrated."""
+    if path.suffix == ".json":
+        path = path.with_suffix(".tflite")
+    if not path.is_file():
+        raise ModelError(f"model not found: {path} (calibrate takes one TFLite network: NAME.tflite or NAME.json)")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m convert calibrate", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fit a TFLite network's temperature on val through the device's classifier and store it in\n"
+                    "its metadata; report ECE (15 bins, top label) and NLL on val and test, before and after.",
+        epilog="example:\n  python -m convert calibrate --model edge_fer/models/default.json "
+               "--data ../shared/data/fer2013.npz")
+    p.add_argument("--model", type=Path, required=True, metavar="FILE", help="a network's .tflite or .json")
+    p.add_argument("--data", type=Path, required=True, metavar="PATH",
+                   help="labelled faces with a val split (fits) and optionally a test split (reported)")
+    p.add_argument("--report", type=Path, metavar="DIR",
+                   help="where the .calibration.json/.png go (default: docs/model for the shipped model, "
+                        "else the model's folder)")
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
+    model = _network(args.model)
+    meta = load_metadata(model)
+    splits = available_splits(args.data)
+    if "val" not in splits:
+        raise DataError(f"{args.data} has no val split to fit the temperature on (found: {', '.join(splits)})")
+    val = load_split(args.data, "val", meta.input_size, meta.labels)
+    test = load_split(args.data, "test", meta.input_size, meta.labels) if "test" in splits else None
+    report = calibrate(model, val, test)
+    shipped = model.resolve().parent == MODELS_DIR
+    report_dir = args.report or (SHIPPED_REPORTS if shipped else model.parent)
+    written = [store(model, report), *write_report(report, report_dir / model.stem)]
+    print(report.line())
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return exit_status(run, build_parser().parse_args(argv))
+

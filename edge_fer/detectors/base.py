@@ -1,0 +1,87 @@
+"""The one interface every face detector plugin implements; it knows no plugin.
+
+A detector takes a gray or BGR frame and returns :class:`Detection` objects in full-frame
+pixels, largest first. Plugins that predict facial keypoints (BlazeFace) fill
+``landmarks``, so the crop can be rotated upright (``preprocess.align_face``); Haar leaves
+them empty. ``detect_near`` re-finds tracked faces in small windows around their last
+boxes: the pipeline calls it between full-frame passes because it is cheaper, and the
+default here (run ``detect`` on each window) suits any plugin whose cost grows with pixels.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..preprocess import Box
+from ..tracker import iou
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: an axis-aligned box, a score in 0..1 (1.0 where the backend gives none) and keypoints.
+
+    ``landmarks`` follow MediaPipe's order where present: the eye on the image's left, the other
+    eye, nose tip, mouth centre, and the two ear tragions.
+    """
+
+    box: Box
+    score: float = 1.0
+    landmarks: tuple[Point, ...] = ()
+
+    @property
+    def eyes(self) -> tuple[Point, Point] | None:
+        return (self.landmarks[0], self.landmarks[1]) if len(self.landmarks) >= 2 else None
+
+    def scaled(self, factor: float) -> Detection:
+        """The same face in a frame ``factor`` times as wide and tall (colour and gray may differ in size)."""
+        if factor == 1.0:
+            return self
+        return Detection(tuple(int(round(v * factor)) for v in self.box), self.score,  # type: ignore[arg-type]
+                         tuple((px * factor, py * factor) for px, py in self.landmarks))
+
+    def shifted(self, dx: int, dy: int) -> Detection:
+        """The same face in a frame whose origin lies ``(dx, dy)`` pixels further up and left."""
+        x, y, w, h = self.box
+        return Detection((x + dx, y + dy, w, h), self.score,
+                         tuple((px + dx, py + dy) for px, py in self.landmarks))
+
+
+class Detector(ABC):
+    """A face detector plugin: a registry ``key``, a typed ``config_cls`` and the two calls the pipeline makes."""
+
+    key: ClassVar[str]
+    config_cls: ClassVar[type]
+    wants_color: ClassVar[bool] = False  # finds more faces in BGR than in gray: sources are asked for colour
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.config_cls()
+
+    @abstractmethod
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Faces of a whole gray or BGR frame, in its pixels, largest first."""
+
+    def detect_near(self, image: np.ndarray, boxes: list[Box]) -> list[Detection | None]:
+        """Re-find each tracked face in a window twice its size around its last box; None where it is gone."""
+        height, width = image.shape[:2]
+        found: list[Detection | None] = []
+        for box in boxes:
+            x, y, w, h = box
+            pad = max(w, h) // 2
+            x0, y0 = max(0, x - pad), max(0, y - pad)
+            x1, y1 = min(width, x + w + pad), min(height, y + h + pad)
+            hits = [d.shifted(x0, y0) for d in self.detect(image[y0:y1, x0:x1])]
+            best = max(hits, key=lambda d: iou(d.box, box), default=None)
+            found.append(best if best is not None and iou(best.box, box) > 0 else None)
+        return found
+
+
+def largest_first(detections: list[Detection], max_faces: int = 0) -> list[Detection]:
+    """Sort by box area, largest first, and keep ``max_faces`` of them (0: all)."""
+    ordered = sorted(detections, key=lambda d: d.box[2] * d.box[3], reverse=True)
+    return ordered[:max_faces] if max_faces else ordered
