@@ -28,6 +28,12 @@ def test_no_import_cycle_between_modules():
     assert {pkg: graph.cycles(pkg) for pkg in layers.ACYCLIC} == {pkg: [] for pkg in layers.ACYCLIC}
 
 
+def test_the_cycle_finder_finds_cycles():
+    graph = layers.Graph({"p.a": {"p.b"}, "p.b": {"p.c"}, "p.c": {"p.a"}, "p.d": {"p.a"}, "q.e": {"q.e"}})
+    assert graph.cycles("p") == [["p.a", "p.b", "p.c"]]
+    assert layers.Graph({"p.a": {"p.b", "p.c"}, "p.b": {"p.c"}, "p.c": set()}).cycles("p") == []
+
+
 def test_the_layers_themselves_form_no_cycle():
     order = list(dict.fromkeys(layers.LAYERS.values()))  # bottom to top
     for layer, allowed in layers.MAY_IMPORT.items():
@@ -38,10 +44,11 @@ def test_the_checker_sees_a_breach(tmp_path):
     """A lazy import of convert inside edge_fer, and a trainer module importing convert, are both caught."""
     for pkg in layers.PACKAGES:
         shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.tflite"))
-    (tmp_path / "edge_fer" / "sneaky.py").write_text("def f():\n    from convert.ship import ship\n")
+    (tmp_path / "edge_fer" / "sneaky.py").write_text("def f():\n    from convert.ship import ship\n    import tensorflow\n")
     (tmp_path / "training" / "ga.py").write_text("from convert import tflite\n")
     breaches = layers.Graph.read(tmp_path).breaches()
     assert "edge_fer.sneaky (device) imports convert.ship (conversion)" in breaches
+    assert "edge_fer.sneaky (device) imports tensorflow" in breaches
     assert "training.ga (trainer) imports convert.tflite (conversion)" in breaches
 
 

@@ -5,6 +5,7 @@ direction when it runs. The rules (``python scripts/devtools/layers.py`` prints 
 
 - each module belongs to a layer (:data:`LAYERS`) and imports only from its own layer and those below
   it (:data:`MAY_IMPORT`): ``edge_fer`` imports nothing of the workstation;
+- the device layer imports no TensorFlow or Keras (:data:`DEVICE_NEVER`), not even lazily;
 - no cycle between modules inside a package of :data:`ACYCLIC`.
 """
 
@@ -35,8 +36,10 @@ MAY_IMPORT = {
     "pipelines": {"device", "common", "trainer", "conversion", "pipelines"},
     "entry": {"device", "common", "trainer", "conversion", "pipelines", "entry"},
 }
+# Third-party packages the device never imports: a Pi has none of them.
+DEVICE_NEVER = ("tensorflow", "keras", "tf_keras")
 # Packages whose modules must not import each other in a circle.
-ACYCLIC = ("training", "convert")
+ACYCLIC = ("edge_fer", "training", "convert")
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -49,11 +52,13 @@ def layer_of(module: str) -> str:
     return LAYERS[best]
 
 
-def _imports(path: Path, module: str, known: set[str]) -> set[str]:
-    """The repository modules ``path`` imports (``from pkg import mod`` counts as ``pkg.mod`` when that exists)."""
+def _imports(path: Path, module: str, known: set[str]) -> tuple[set[str], set[str]]:
+    """The repository modules ``path`` imports (``from pkg import mod`` counts as ``pkg.mod`` when that exists),
+    and the top-level names of everything else it imports."""
     tree = ast.parse(path.read_text(), str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
+    external: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -66,28 +71,37 @@ def _imports(path: Path, module: str, known: set[str]) -> set[str]:
         else:
             continue
         for name in names:
+            top = name.split(".")[0]
+            if top not in PACKAGES:
+                external.add(top)
+                continue
             while name and name not in known:  # `import a.b.c` imports a.b.c, or the deepest module of it
                 name = name.rpartition(".")[0]
             if name and name != module:
                 found.add(name)
-    return found
+    return found, external
 
 
 @dataclass
 class Graph:
     edges: dict[str, set[str]] = field(default_factory=dict)  # module -> repository modules it imports
+    external: dict[str, set[str]] = field(default_factory=dict)  # module -> other top-level packages it imports
 
     @classmethod
     def read(cls, root: Path = ROOT) -> Graph:
         paths = {module_name(p, root): p for pkg in PACKAGES for p in sorted((root / pkg).rglob("*.py"))}
         known = set(paths)
-        return cls({m: _imports(p, m, known) for m, p in paths.items()})
+        read = {m: _imports(p, m, known) for m, p in paths.items()}
+        return cls({m: r[0] for m, r in read.items()}, {m: r[1] for m, r in read.items()})
 
     def breaches(self) -> list[str]:
         """Imports that run from a layer to one it may not import (upward, or sideways between trainer and
-        conversion)."""
-        return [f"{m} ({layer_of(m)}) imports {d} ({layer_of(d)})" for m, deps in sorted(self.edges.items())
-                for d in sorted(deps) if layer_of(d) not in MAY_IMPORT[layer_of(m)]]
+        conversion), and TensorFlow or Keras imported by the device."""
+        layered = [f"{m} ({layer_of(m)}) imports {d} ({layer_of(d)})" for m, deps in sorted(self.edges.items())
+                   for d in sorted(deps) if layer_of(d) not in MAY_IMPORT[layer_of(m)]]
+        heavy = [f"{m} (device) imports {x}" for m, names in sorted(self.external.items())
+                 if layer_of(m) == "device" for x in sorted(names) if x in DEVICE_NEVER]
+        return layered + heavy
 
     def cycles(self, package: str) -> list[list[str]]:
         """Circles among the modules of ``package`` (one per strongly connected component of two or more)."""
