@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .classifier_api import ClassifierPlugin
+from .classifier_api import ClassifierPlugin, mean_of_mirrors, with_mirrors
 from .errors import ModelError
 from .metadata import ModelMetadata, load_metadata, metadata_path, sha256_of
 from .tflite import TFLiteModel
@@ -149,13 +149,12 @@ class GARFClassifier(ClassifierPlugin):
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """Probabilities ``(n, len(labels))`` for a uint8 batch ``(n, h, w)``."""
-        n = len(faces)
-        if self.metadata.flip_average:
-            faces = np.concatenate([faces, faces[:, :, ::-1]])
+        flip = self.metadata.flip_average
+        faces = with_mirrors(faces, flip)
         probs = np.zeros((len(faces), len(self.labels)), np.float32)
         if len(faces):
             probs[:, self._columns] = self.forest.predict_proba(self.features(faces))
-        return (probs[:n] + probs[n:]) / 2 if self.metadata.flip_average else probs
+        return mean_of_mirrors(probs, flip)
 
     @property
     def size_bytes(self) -> int:
