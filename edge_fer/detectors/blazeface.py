@@ -101,6 +101,6 @@ class BlazeFaceDetector(Detector):
         found = self.detect(image)
         out: list[Detection | None] = []
         for box in boxes:
-            best = max(found, key=lambda d: iou(d.box, box), default=None)
-            out.append(best if best is not None and iou(best.box, box) > 0 else None)
+            overlap, best = max(((iou(d.box, box), d) for d in found), key=lambda pair: pair[0], default=(0.0, None))
+            out.append(best if overlap > 0 else None)
         return out
