@@ -237,7 +237,7 @@ def eval_(data, split, given, detect, as_json, plot):
     settings = resolve(given, read_secrets=False)
     classifier = make_classifier(settings.classifier)
     if detect:
-        result = evaluate_photos(classifier, make_detector(settings), data, split)
+        result = evaluate_photos(classifier, make_detector(settings), data, split, settings.detector.align)
     else:
         result = evaluate(classifier, load_split(data, split, classifier.input_size, classifier.labels))
     if as_json:
