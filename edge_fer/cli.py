@@ -185,7 +185,7 @@ def predict(images, given, as_json, annotate, plot):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise EdgeFerError(f"cannot read image {path}")
-        faces = classify_image(classifier, detector, image)
+        faces = classify_image(classifier, detector, image, settings.detector.align)
         if as_json:
             click.echo(json.dumps({"image": str(path), "faces": [f.to_dict() for f in faces]}))
         else:
