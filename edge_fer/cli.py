@@ -271,10 +271,10 @@ def bench(given, faces, frames, warmup, as_json):
     metrics counted) is in the output stage.
     """
     from .bench import SyntheticSource, bench_one, decode_all, format_stages, format_table
-    from .build import make_classifier, make_detector, make_pipeline
+    from .build import detector_label, make_classifier, make_detector, make_pipeline
     from .classifier import DEFAULT_MODEL
     from .config import resolve
-    from .detectors import DETECTORS
+    from .detectors import DETECTORS, takes
     from .facebench import format_scores, load_annotated, score_detector
     from .runner import run_loop
     from .sources import open_source
@@ -285,7 +285,7 @@ def bench(given, faces, frames, warmup, as_json):
         settings = resolve({**given, **{k: v for k, v in zip(axes, combo) if v is not None}}, read_secrets=False)
         d = settings.detector
         key = (settings.classifier.model, settings.classifier.threads, d.detector,
-               d.det_width if d.detector == "haar" else None)
+               d.det_width if takes(d.detector, "det_width") else None)
         if key not in seen:  # --det-width means nothing to BlazeFace: one row for it
             seen.add(key)
             runs.append(settings)
@@ -312,7 +312,7 @@ def bench(given, faces, frames, warmup, as_json):
             model = settings.classifier.model
             label = (model.name if model else f"{DEFAULT_MODEL.name} (shipped)")
             if several:
-                label += f" + {detector_label(settings)}"
+                label += f" + {detector_label(settings.detector)}"
             label += " + web view" if view else ""
             rows.append(bench_one(make_run, buffered, label, settings.classifier.threads, warmup))
             if view is None:
@@ -325,7 +325,7 @@ def bench(given, faces, frames, warmup, as_json):
         photos = load_annotated(faces)
         done: set[str] = set()
         for settings, row in zip(runs, plain):
-            label = detector_label(settings)
+            label = detector_label(settings.detector)
             if label not in done:
                 done.add(label)
                 score = score_detector(make_detector(settings), *label.split(" ", 1), photos)
@@ -346,12 +346,6 @@ def bench(given, faces, frames, warmup, as_json):
                    f"and end-to-end FPS on {buffered.name}:")
         click.echo(format_scores(scores, 0.4))
     click.echo("\n" + json.dumps(record, separators=(",", ":")))
-
-
-def detector_label(settings) -> str:
-    """``haar det_width=320``, ``blazeface-full min_score=0.5``: a detector and the setting that tells its rows apart."""
-    d = settings.detector
-    return f"{d.detector} " + (f"det_width={d.det_width}" if d.detector == "haar" else f"min_score={d.min_score:g}")
 
 
 @main.group("models", context_settings=CONTEXT)
