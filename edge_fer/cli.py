@@ -292,7 +292,7 @@ def bench(given, faces, frames, warmup, as_json):
     first = runs[0]
     spec = first.input.camera if first.input.camera is not None else first.input.source
     color = any(DETECTORS[s.detector.detector].wants_color for s in runs)
-    src = SyntheticSource(frames + warmup) if spec is None else open_source(spec, need_color=color)
+    src = SyntheticSource(frames + warmup, need_color=color) if spec is None else open_source(spec, need_color=color)
     buffered = decode_all(src, frames + warmup)
     if not buffered.frames:
         raise EdgeFerError(f"no frames could be read from {buffered.name}")
