@@ -61,7 +61,7 @@ class CalibrationReport:
 def calibrate(model_path: Path, val: LabeledFaces, test: LabeledFaces | None = None) -> CalibrationReport:
     """Fit the temperature of the TFLite network ``model_path`` on ``val``; report val and test before/after."""
     meta = load_metadata(model_path)
-    if meta.kind != "tflite":
+    if meta.kind != TFLiteClassifier.kind:
         raise ModelError(f"{model_path}: a temperature is fitted for one TFLite network, not kind {meta.kind!r} "
                          f"(an ensemble's members each carry their own)")
     classifier = TFLiteClassifier(model_path, num_threads=1, metadata=replace(meta, temperature=1.0))
@@ -129,8 +129,7 @@ def plot_reliability(report: CalibrationReport, path: Path) -> None:
 
 def _network(path: Path) -> Path:
     """Users pass a network's ``.json`` or its ``.tflite``: the ``.tflite`` is what is calibrated."""
-    if path.suffix == ".json":
-        path = path.with_suffix(".tflite")
+    path = TFLiteClassifier.entry(path)
     if not path.is_file():
         raise ModelError(f"model not found: {path} (calibrate takes one TFLite network: NAME.tflite or NAME.json)")
     return path

@@ -99,14 +99,15 @@ class SyntheticSource:
 
     live = False
 
-    def __init__(self, frames: int = 300, size: tuple[int, int] = (640, 480)):
+    def __init__(self, frames: int = 300, size: tuple[int, int] = (640, 480), need_color: bool = False):
+        self.need_color = need_color  # keep the BGR frame, as a camera or video source does when asked
         self._frames = enumerate(drifting_sample(frames, size, fill=90, scale=0.9, amplitude=(10, 6),
                                                  period=(15, 20), first=1), start=1)
         self.name = f"synthetic ({SAMPLE_IMAGE.name}, {size[0]}x{size[1]})"
 
     def read(self) -> Frame | None:
         for index, frame in self._frames:
-            return Frame(index, time.time(), to_gray(frame), None)
+            return Frame(index, time.time(), to_gray(frame), frame if self.need_color else None)
         return None
 
     def close(self) -> None:

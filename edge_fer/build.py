@@ -7,8 +7,8 @@ of :class:`~edge_fer.config.Settings`; a new detector or classifier setting is w
 from __future__ import annotations
 
 from .classifier import Classifier, load_classifier
-from .config import ClassifierSettings, Settings
-from .detectors import Detector, open_detector
+from .config import ClassifierSettings, DetectorSettings, Settings
+from .detectors import Detector, open_detector, takes
 from .pipeline import Pipeline
 from .tracker import Tracker, TrackerConfig
 
@@ -24,6 +24,13 @@ def make_detector(s: Settings) -> Detector:
     return open_detector(d.detector, fallback="detector" not in s.origin, model=d.detector_model,
                          det_width=d.det_width, min_neighbors=d.min_neighbors, max_faces=d.max_faces,
                          min_score=d.min_score)
+
+
+def detector_label(d: DetectorSettings) -> str:
+    """``haar det_width=320``, ``blazeface-full min_score=0.5``: the detector and the setting of its that
+    tells bench rows apart (also the web view's detector fact)."""
+    return f"{d.detector} " + (f"det_width={d.det_width}" if takes(d.detector, "det_width")
+                               else f"min_score={d.min_score:g}")
 
 
 def make_pipeline(s: Settings, classifier: Classifier) -> Pipeline:

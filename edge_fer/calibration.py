@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .classifier_api import mean_of_mirrors, with_mirrors
 from .tflite import TFLiteClassifier, probabilities
 
 ECE_BINS = 15
@@ -72,15 +73,13 @@ class RawOutputs:
     @classmethod
     def of(cls, classifier: TFLiteClassifier, faces: np.ndarray, batch: int = 256) -> "RawOutputs":
         """Run the model once; every temperature is then a cheap numpy pass over these rows."""
-        x = np.concatenate([faces, faces[:, :, ::-1]]) if classifier.metadata.flip_average else faces
+        x = with_mirrors(faces, classifier.metadata.flip_average)
         scores = np.concatenate([classifier.outputs(x[i : i + batch]) for i in range(0, len(x), batch)])
         return cls(scores, classifier.metadata.output, classifier.metadata.flip_average)
 
     def probs(self, temperature: float) -> np.ndarray:
         """What ``TFLiteClassifier.predict`` returns with this temperature in the metadata."""
-        p = probabilities(self.scores, self.output, temperature)
-        n = len(p) // 2
-        return (p[:n] + p[n:]) / 2 if self.flip_average else p
+        return mean_of_mirrors(probabilities(self.scores, self.output, temperature), self.flip_average)
 
 
 def fit_temperature(raw: RawOutputs, y: np.ndarray) -> float:

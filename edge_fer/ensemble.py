@@ -31,7 +31,7 @@ import numpy as np
 
 from .classifier_api import ClassifierPlugin
 from .errors import ModelError
-from .metadata import ModelMetadata, load_metadata, metadata_path, sha256_of
+from .metadata import ModelMetadata, check_sha256, load_metadata, metadata_path
 from .tflite import TFLiteClassifier
 
 log = logging.getLogger(__name__)
@@ -232,9 +232,7 @@ class EnsembleClassifier(ClassifierPlugin):
         for path, m in zip(self.member_paths, spec.members):
             if not path.is_file():
                 raise ModelError(f"{where}: member model not found: {path}")
-            if m.sha256 and sha256_of(path) != m.sha256:
-                raise ModelError(f"{path} does not match the sha256 in {where}: the member was replaced "
-                                 f"(re-run 'python -m training ensemble')")
+            check_sha256(path, m.sha256, where, "the member was replaced (re-run 'python -m training ensemble')")
         self.members = [TFLiteClassifier(p, num_threads, edgetpu) for p in self.member_paths]
         names = [p.name for p in self.member_paths]
         check_members(self.members, names)

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from .classifier_api import ClassifierPlugin
+from .classifier_api import ClassifierPlugin, mean_of_mirrors, with_mirrors
 from .errors import ModelError
-from .metadata import ModelMetadata, load_metadata, metadata_path, sha256_of
+from .metadata import ModelMetadata, check_sha256, load_metadata, metadata_path
 from .tflite import TFLiteModel
 
 log = logging.getLogger(__name__)
@@ -120,9 +120,8 @@ class GARFClassifier(ClassifierPlugin):
         require_sklearn()
         spec = GARFSpec.from_metadata(self.metadata)
         for expected, path in ((spec.forest_sha256, self.model_path), (spec.backbone_sha256, backbone_path)):
-            if expected and sha256_of(path) != expected:
-                raise ModelError(f"{path} does not match the sha256 in its metadata: the file is corrupt or was "
-                                 f"replaced (re-run 'python -m training garf')")
+            check_sha256(path, expected, "its metadata",
+                         "the file is corrupt or was replaced (re-run 'python -m training garf')")
         artifact = load_artifact(self.model_path)
         self.labels = self.metadata.labels
         if tuple(artifact["labels"]) != tuple(self.labels):
@@ -149,13 +148,12 @@ class GARFClassifier(ClassifierPlugin):
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """Probabilities ``(n, len(labels))`` for a uint8 batch ``(n, h, w)``."""
-        n = len(faces)
-        if self.metadata.flip_average:
-            faces = np.concatenate([faces, faces[:, :, ::-1]])
+        flip = self.metadata.flip_average
+        faces = with_mirrors(faces, flip)
         probs = np.zeros((len(faces), len(self.labels)), np.float32)
         if len(faces):
             probs[:, self._columns] = self.forest.predict_proba(self.features(faces))
-        return (probs[:n] + probs[n:]) / 2 if self.metadata.flip_average else probs
+        return mean_of_mirrors(probs, flip)
 
     @property
     def size_bytes(self) -> int:

@@ -86,6 +86,13 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def check_sha256(path: Path, expected: str | None, listed_in: str, why: str) -> None:
+    """One ModelError (``path does not match the sha256 in listed_in: why``) when ``path``'s sum is not
+    ``expected``; no check when nothing is expected. Every model kind checks its files this way."""
+    if expected and sha256_of(path) != expected:
+        raise ModelError(f"{path} does not match the sha256 in {listed_in}: {why}")
+
+
 def load_metadata(model_path: str | Path, verify_sha: bool = True) -> ModelMetadata:
     """Read and check the metadata beside ``model_path``.
 
@@ -104,9 +111,9 @@ def load_metadata(model_path: str | Path, verify_sha: bool = True) -> ModelMetad
     if not isinstance(raw, dict):
         raise ModelError(f"{path}: metadata must be a JSON object")
     meta = ModelMetadata.from_dict(raw, str(path))
-    if verify_sha and meta.sha256 and model_path.exists() and sha256_of(model_path) != meta.sha256:
-        raise ModelError(f"{model_path} does not match the sha256 in {path.name}: the file is corrupt or was "
-                         f"replaced (re-run the conversion, or delete the sha256 field)")
+    if verify_sha and model_path.exists():
+        check_sha256(model_path, meta.sha256, path.name,
+                     "the file is corrupt or was replaced (re-run the conversion, or delete the sha256 field)")
     return meta
 
 

@@ -103,8 +103,10 @@ def photo_files(path: Path, split: str, labels: tuple[str, ...]) -> list[tuple[P
     return files
 
 
-def evaluate_photos(classifier: Classifier, detector: Detector, path: Path, split: str = "test") -> PhotoEvalResult:
-    """Detect, crop and classify each photo as ``predict`` does; the largest face answers for the photo."""
+def evaluate_photos(classifier: Classifier, detector: Detector, path: Path, split: str = "test",
+                    align: bool = True) -> PhotoEvalResult:
+    """Detect, crop (``align``: upright by the eyes) and classify each photo as ``predict`` does; the largest
+    face answers for the photo."""
     labels = classifier.labels
     files = photo_files(path, split, labels)
     photos, probs, y = [], [], []
@@ -112,7 +114,7 @@ def evaluate_photos(classifier: Classifier, detector: Detector, path: Path, spli
         image = cv2.imread(str(file), cv2.IMREAD_COLOR)
         if image is None:
             raise DataError(f"cannot read image {file}")
-        found = classify_image(classifier, detector, image)
+        found = classify_image(classifier, detector, image, align)
         face = FrameResult(0, 0.0, 0.0, found).dominant
         name = str(file.relative_to(path))
         if face is None:

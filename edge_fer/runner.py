@@ -85,7 +85,10 @@ def run_loop(source: Source, pipeline: Pipeline, sinks: Sequence[Sink], *, max_f
         t1 = time.perf_counter()
         result = pipeline.process_still(frame) if still else pipeline.process(frame)
         now = time.perf_counter()
-        interval = now - last if summary.frames == 0 else 0.9 * interval + 0.1 * (now - last)
+        if summary.frames == 0:  # no frame before it: under --max-fps its time from the start is only its
+            interval = max(now - last, period)  # own processing, which would start the FPS at several times the cap
+        else:
+            interval = 0.9 * interval + 0.1 * (now - last)
         last = now
         result.fps = 1.0 / max(interval, 1e-6)
         for sink in sinks:

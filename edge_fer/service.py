@@ -322,16 +322,10 @@ def make_sinks(s: Settings, source) -> list:
 
 def run_facts(s: Settings, classifier, source):
     """What the web view shows about this run."""
+    from .build import detector_label
     from .web import RunFacts
 
     model = getattr(classifier, "model_path", None)
     return RunFacts(device_id=s.service.device_id, model=model.name if model is not None else type(classifier).__name__,
-                    backend=classifier.backend, detector=describe_detector(s), source=source.name,
+                    backend=classifier.backend, detector=detector_label(s.detector), source=source.name,
                     labels=tuple(classifier.labels))
-
-
-def describe_detector(s: Settings) -> str:
-    """The face detector in a few words, for the view: ``haar 320 px`` (the kind, once there is a choice of them)."""
-    d = s.detector
-    kind = getattr(d, "detector", "haar")
-    return f"{kind} {d.det_width} px" if d.det_width else f"{kind}, full frame"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classifier_api import ClassifierPlugin
+from .classifier_api import ClassifierPlugin, mean_of_mirrors, with_mirrors
 from .errors import ModelError
 from .interpreter import make_interpreter
 from .metadata import ModelMetadata, load_metadata
@@ -129,11 +129,9 @@ class TFLiteClassifier(TFLiteModel, ClassifierPlugin):
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """Probabilities for a uint8 batch ``(n, h, w)``; one invoke per batch when the model allows it."""
-        n = len(faces)
-        if self.metadata.flip_average:  # mirrors ride in the same invoke
-            faces = np.concatenate([faces, faces[:, :, ::-1]])
-        probs = probabilities(self.outputs(faces), self.metadata.output, self.metadata.temperature)
-        return (probs[:n] + probs[n:]) / 2 if self.metadata.flip_average else probs
+        flip = self.metadata.flip_average
+        scores = self.outputs(with_mirrors(faces, flip))
+        return mean_of_mirrors(probabilities(scores, self.metadata.output, self.metadata.temperature), flip)
 
     @classmethod
     def entry(cls, path: Path) -> Path:

@@ -26,6 +26,11 @@ DETECTORS: dict[str, type[Detector]] = {cls.key: cls for cls in (HaarDetector, B
                                                                  BlazeFaceFullDetector)}
 
 
+def takes(key: str, option: str) -> bool:
+    """Whether the ``key`` detector's config has ``option`` (``det_width`` means nothing to BlazeFace)."""
+    return option in {f.name for f in fields(DETECTORS[key].config_cls)}
+
+
 def make_detector(key: str, **options: Any) -> Detector:
     """Build the ``key`` detector from the options its config has; None keeps the plugin's default."""
     try:
@@ -58,4 +63,4 @@ def open_detector(key: str, *, fallback: bool = False, progress: Callable[[str],
         return make_detector("haar", **options)
 
 
-__all__ = ["DETECTORS", "Detection", "Detector", "make_detector", "open_detector"]
+__all__ = ["DETECTORS", "Detection", "Detector", "make_detector", "open_detector", "takes"]

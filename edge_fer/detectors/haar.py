@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..preprocess import Box, to_gray
-from .base import Detection, Detector
+from .base import Detection, Detector, largest_first
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 
@@ -76,10 +76,9 @@ class HaarDetector(Detector):
             small = cv2.equalizeHist(small)
         found = self.cascade.detectMultiScale(small, scaleFactor=c.scale_factor, minNeighbors=c.min_neighbors,
                                               minSize=(c.min_size, c.min_size))
-        boxes = [(int(round(x * scale)), int(round(y * scale)), int(round(w * scale)), int(round(h * scale)))
-                 for x, y, w, h in (found if len(found) else [])]
-        boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
-        return [Detection(b) for b in (boxes[: c.max_faces] if c.max_faces else boxes)]
+        return largest_first([Detection((int(round(x * scale)), int(round(y * scale)), int(round(w * scale)),
+                                         int(round(h * scale)))) for x, y, w, h in (found if len(found) else [])],
+                             c.max_faces)
 
     def detect_near(self, image: np.ndarray, boxes: list[Box]) -> list[Detection | None]:
         """Re-find each tracked face near its last box, within a narrow range of sizes; None where it is not found."""

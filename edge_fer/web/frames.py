@@ -63,10 +63,6 @@ class FrameHub:
     # --- the viewers' side ----------------------------------------------------------------------------------------
 
     @property
-    def watchers(self) -> int:
-        return self._watchers
-
-    @property
     def closed(self) -> bool:
         return self._closed
 

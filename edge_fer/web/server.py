@@ -20,8 +20,9 @@ import socketserver
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import contextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from ..config import HttpSettings
@@ -292,13 +293,26 @@ class _Handler(BaseHTTPRequestHandler):
     def _reply(self, code: int, data: Any, head: bool = False, headers: dict[str, str] | None = None) -> None:
         self._send(code, json.dumps(data, separators=(",", ":")).encode() + b"\n", "application/json", head, headers)
 
-    def _start_stream(self, ctype: str) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        for k, v in _SECURITY_HEADERS.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.close_connection = True
+    @contextmanager
+    def _streaming(self, view: WebView, kind: str, ctype: str, head: bool) -> Iterator[bool]:
+        """A ``kind`` client's slot and response head for the inside; True when the body should follow (not
+        HEAD). With ``max_clients`` of the kind connected, a 503 instead and False."""
+        if not view.take_slot(kind):
+            noun = {"stream": "stream", "events": "event"}[kind]
+            self._reply(503, {"error": f"{view.s.max_clients} {noun} clients already"}, head=head,
+                        headers={"Retry-After": "5"})
+            yield False
+            return
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            for k, v in _SECURITY_HEADERS.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.close_connection = True
+            yield not head
+        finally:
+            view.free_slot(kind)
 
     def _snapshot(self, view: WebView, head: bool) -> None:
         jpeg = view.hub.snapshot(SNAPSHOT_WAIT)
@@ -308,13 +322,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, jpeg, "image/jpeg", head)
 
     def _stream(self, view: WebView, head: bool) -> None:
-        if not view.take_slot("stream"):
-            self._reply(503, {"error": f"{view.s.max_clients} stream clients already"}, head=head,
-                        headers={"Retry-After": "5"})
-            return
-        try:
-            self._start_stream(f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-            if head:
+        with self._streaming(view, "stream", f"multipart/x-mixed-replace; boundary={BOUNDARY}", head) as body:
+            if not body:
                 return
             seq = 0
             with view.hub.watching():
@@ -325,17 +334,10 @@ class _Handler(BaseHTTPRequestHandler):
                     seq, jpeg = got
                     self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}"
                                      f"\r\n\r\n".encode() + jpeg + b"\r\n")
-        finally:
-            view.free_slot("stream")
 
     def _events(self, view: WebView, head: bool) -> None:
-        if not view.take_slot("events"):
-            self._reply(503, {"error": f"{view.s.max_clients} event clients already"}, head=head,
-                        headers={"Retry-After": "5"})
-            return
-        try:
-            self._start_stream("text/event-stream")
-            if head:
+        with self._streaming(view, "events", "text/event-stream", head) as body:
+            if not body:
                 return
             sent_frames, sent_at = -1, 0.0
             while True:
@@ -350,8 +352,6 @@ class _Handler(BaseHTTPRequestHandler):
                     sent_at = now
                 if view.closed.wait(EVENT_PERIOD):
                     return
-        finally:
-            view.free_slot("events")
 
     # --- logs: no request lines with their ?token= at info level ----------------------------------------------------------
 
