@@ -43,7 +43,7 @@ def _friendly(func):
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="edge-fer")
 def main() -> None:
-    """Real-time facial emotion recognition: Haar faces + a TFLite emotion model."""
+    """Real-time facial emotion recognition: a face detector (BlazeFace or Haar) + a TFLite emotion model."""
 
 
 def settings_options(*select: str, multiple: tuple[str, ...] = ()):

@@ -68,7 +68,7 @@ def discovery_messages(s: MqttSettings, device_id: str) -> list[tuple[str, dict[
         "payload_available": "online",
         "payload_not_available": "offline",
         "device": {"identifiers": [node], "name": f"edge-fer {device_id}", "manufacturer": "edge-fer",
-                   "model": "facial emotion recognition (Haar + TFLite)", "sw_version": __version__},
+                   "model": "facial emotion recognition (TFLite)", "sw_version": __version__},
         "origin": {"name": "edge-fer", "sw_version": __version__},
     }
     sensors = {
