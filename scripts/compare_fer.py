@@ -13,13 +13,19 @@ same split is ``edge-fer eval --data NPZ --split test``.
     pip install --no-deps fer==25.10.3 && pip install tensorflow-cpu   # fer's own deps minus torch/moviepy
     python scripts/compare_fer.py ../shared/media/video_woman_talking.mp4
     python scripts/compare_fer.py --fer2013 ../shared/data/fer2013.npz
+    python scripts/compare_fer.py ../shared/media/video_woman_phone_smiling.mp4 --labels labels.csv
+
+``--labels CSV`` also writes each frame's answer of both packages side by side (the largest face's
+emotion and score, empty where no face was found) and prints how often each emotion was said.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
+from collections import Counter
 
 import cv2
 
@@ -34,19 +40,28 @@ def frames_of(path: str) -> list:
         frames.append(frame)
 
 
-def time_fer(frames: list) -> tuple[float, int]:
+Answer = tuple[str, float] | None  # a frame's largest face: (emotion, score), None without a face
+
+
+def time_fer(frames: list) -> tuple[float, list[Answer]]:
     from fer.fer import FER
 
     detector = FER()  # Haar cascade + TFLite model, the package's defaults
     detector.detect_emotions(frames[0])
-    found = 0
+    answers: list[Answer] = []
     t = time.perf_counter()
     for frame in frames:
-        found += bool(detector.detect_emotions(frame))
-    return len(frames) / (time.perf_counter() - t), found
+        faces = detector.detect_emotions(frame)
+        if faces:
+            emotions = max(faces, key=lambda f: f["box"][2] * f["box"][3])["emotions"]
+            best = max(emotions, key=emotions.get)
+            answers.append((best, float(emotions[best])))
+        else:
+            answers.append(None)
+    return len(frames) / (time.perf_counter() - t), answers
 
 
-def time_edge_fer(frames: list, detector: str | None) -> tuple[float, int]:
+def time_edge_fer(frames: list, detector: str | None) -> tuple[float, list[Answer]]:
     from edge_fer.build import make_classifier, make_pipeline
     from edge_fer.config import resolve
     from edge_fer.preprocess import to_gray
@@ -55,11 +70,23 @@ def time_edge_fer(frames: list, detector: str | None) -> tuple[float, int]:
     settings = resolve({"detector": detector} if detector else {}, {}, read_secrets=False)
     pipeline = make_pipeline(settings, make_classifier(settings.classifier))
     color = pipeline.detector.wants_color  # as a source gives frames to this detector
-    found = 0
+    answers: list[Answer] = []
     t = time.perf_counter()
     for i, image in enumerate(frames, start=1):
-        found += bool(pipeline.process(Frame(i, 0.0, to_gray(image), image if color else None)).faces)
-    return len(frames) / (time.perf_counter() - t), found
+        face = pipeline.process(Frame(i, 0.0, to_gray(image), image if color else None)).dominant
+        answers.append((face.emotion, face.score) if face else None)
+    return len(frames) / (time.perf_counter() - t), answers
+
+
+def write_labels(path: str, edge: list[Answer], fer: list[Answer]) -> None:
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["frame", "edge_fer", "edge_fer_score", "fer", "fer_score"])
+        for i, (e, r) in enumerate(zip(edge, fer), start=1):
+            out.writerow([i, *(e or ("", "")), *(r or ("", ""))])
+    for name, answers in (("edge-fer", edge), ("fer", fer)):
+        counts = Counter(a[0] if a else "no face" for a in answers)
+        print(f"{name:<10} " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
 
 
 def fer_accuracy(npz: str) -> dict:
@@ -84,6 +111,7 @@ def main() -> None:
     parser.add_argument("video", nargs="?", help="the video to time both packages on")
     parser.add_argument("--detector", default=None, help="edge-fer's face detector (default: its default)")
     parser.add_argument("--fer2013", metavar="NPZ", help="instead: fer's accuracy on this dataset's test split")
+    parser.add_argument("--labels", metavar="CSV", help="also write both packages' per-frame answers here")
     args = parser.parse_args()
     if args.fer2013:
         print(json.dumps(fer_accuracy(args.fer2013)))
@@ -91,12 +119,15 @@ def main() -> None:
     if not args.video:
         parser.error("give a VIDEO to time, or --fer2013 NPZ")
     frames = frames_of(args.video)
-    fps_e, found_e = time_edge_fer(frames, args.detector)
-    fps_f, found_f = time_fer(frames)
+    fps_e, edge = time_edge_fer(frames, args.detector)
+    fps_f, fer = time_fer(frames)
+    found_e, found_f = sum(a is not None for a in edge), sum(a is not None for a in fer)
     print(f"{'package':<10} {'FPS':>8} {'frames with a face':>20}")
     print(f"{'fer':<10} {fps_f:8.1f} {found_f:>13}/{len(frames)}")
     print(f"{'edge-fer':<10} {fps_e:8.1f} {found_e:>13}/{len(frames)}")
     print(f"speed-up {fps_e / fps_f:.1f}x")
+    if args.labels:
+        write_labels(args.labels, edge, fer)
     print(json.dumps({"video": args.video, "frames": len(frames), "fer_fps": round(fps_f, 1),
                       "edge_fer_fps": round(fps_e, 1), "fer_faces": found_f, "edge_fer_faces": found_e}))
 
