@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +48,13 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
+
+
+def copy_model(src, dest_dir, **changes):
+    """``src`` and its metadata copied to ``dest_dir/m.*`` with ``changes`` written into the metadata."""
+    dest = dest_dir / "m.tflite"
+    shutil.copy(src, dest)
+    meta = json.loads(src.with_suffix(".json").read_text())
+    meta.update(changes)
+    dest.with_suffix(".json").write_text(json.dumps(meta))
+    return dest

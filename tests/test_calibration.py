@@ -1,9 +1,6 @@
 """Temperature scaling: in the metadata, applied on the device by real TFLite models, fitted by the command."""
 
 import json
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,20 +9,10 @@ from edge_fer.calibration import RawOutputs, calibration, fit_temperature
 from edge_fer.classifier import TFLiteClassifier
 from edge_fer.errors import ModelError
 from edge_fer.metadata import ModelMetadata, load_metadata
-from support import FIXTURES, ROOT, SHIPPED_NETWORK, assert_one_line_error, run_cli
+from support import FIXTURES, SHIPPED_NETWORK, copy_model, run_cli
 from synthetic import faces, write_npz
 
 TINY = FIXTURES / "tiny_int8.tflite"  # a probability output, metadata written before temperatures existed
-
-
-def copy_model(src, dest_dir, **changes):
-    """``src`` and its metadata copied to ``dest_dir/m.*`` with ``changes`` written into the metadata."""
-    dest = dest_dir / "m.tflite"
-    shutil.copy(src, dest)
-    meta = json.loads(src.with_suffix(".json").read_text())
-    meta.update(changes)
-    dest.with_suffix(".json").write_text(json.dumps(meta))
-    return dest
 
 
 def entropy(p):
@@ -90,32 +77,6 @@ def test_fit_recovers_a_known_temperature():
     y = np.array([rng.choice(7, p=row) for row in p])
     t = fit_temperature(RawOutputs(logits, "logits", False), y)
     assert t == pytest.approx(2.0, rel=0.1)
-
-
-def test_calibrate_command_writes_the_temperature_and_a_report(tmp_path):
-    model = copy_model(TINY, tmp_path)
-    data = write_npz(tmp_path / "d.npz", {"val": 140, "test": 70})
-    proc = subprocess.run([sys.executable, "-m", "convert", "calibrate", "--model", str(model.with_suffix(".json")),
-                           "--data", str(data)], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "temperature" in proc.stdout and "test ECE" in proc.stdout
-    meta = load_metadata(model)  # the sha256 of the unchanged .tflite still holds
-    fit = meta.extra["temperature_fit"]
-    assert meta.temperature != 1.0 and fit["split"] == "val" and fit["n"] == 140
-    assert fit["val"]["nll_after"] <= fit["val"]["nll_before"] + 1e-4
-    report = json.loads((tmp_path / "m.calibration.json").read_text())
-    assert report["temperature"] == meta.temperature and len(report["after"]["test"]["bins"]) == 15
-    assert (tmp_path / "m.calibration.png").stat().st_size > 5000
-
-
-def test_calibrate_mistakes_are_one_line(tmp_path):
-    calibrate = [sys.executable, "-m", "convert", "calibrate"]
-    no_val = write_npz(tmp_path / "d.npz", {"test": 20})
-    for args, fragment in ((["--model", str(tmp_path / "x.json"), "--data", str(no_val)], "model not found"),
-                           (["--model", str(TINY), "--data", str(no_val)], "no val split"),
-                           (["--model", str(TINY), "--data", str(tmp_path / "nope.npz")], "dataset not found")):
-        proc = subprocess.run([*calibrate, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
-        assert_one_line_error(proc, fragment)
 
 
 def test_eval_reports_ece(tmp_path):

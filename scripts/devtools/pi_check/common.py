@@ -30,7 +30,9 @@ ROOT_FORMAT = 1  # bump when the layout of a built root changes
 # CPU model -> (qemu -cpu, board); ROOT/proc/cpuinfo comes from cpuinfo-<model> here.
 CPUS = {"pi4": ("cortex-a72", "Raspberry Pi 4"), "pi5": ("cortex-a76", "Raspberry Pi 5")}
 # The device tests leave out files that need the workstation side.
-NOT_DEVICE = re.compile(r"^\s*(?:import|from)\s+(?:tensorflow|keras|training|convert|sklearn)\b", re.M)
+# A test file that imports the workstation, or runs one of its commands, is no device test.
+NOT_DEVICE = re.compile(r'^\s*(?:import|from)\s+(?:tensorflow|keras|training|convert|sklearn)\b|"-m", "(?:training|convert)"',
+                        re.M)
 
 QUIET = False  # -q: set by the command line; only the verdict is printed
 
