@@ -9,3 +9,4 @@ so the CLI can parse and reject arguments before paying for that import.
 
 FORMATS = ("int8", "uint8", "float16", "dynamic", "float32")
 INTEGER_FORMATS = ("int8", "uint8")  # full-integer: the only ones the Edge TPU can run
+MAX_MS_PER_FACE = 2.0  # budget for a face on one Pi-class thread, every test-time view included

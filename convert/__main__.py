@@ -8,7 +8,9 @@ from pathlib import Path
 
 from edge_fer.errors import DataError, EdgeFerError, ModelError, exit_status
 
-from . import FORMATS, INTEGER_FORMATS
+from edge_fer.views import parse_scales
+
+from . import FORMATS, INTEGER_FORMATS, MAX_MS_PER_FACE
 
 DESCRIPTION = """\
 Convert a trained Keras model to TensorFlow Lite for the Raspberry Pi, check the result
@@ -40,6 +42,9 @@ examples:
   python -m convert calibrate --model edge_fer/models/default.json --data fer2013.npz
       fit the temperature of an existing network on val and store it in its metadata
       (conversion fits it for every model it writes)
+  python -m convert views --model edge_fer/models/default.json --data fer2013.npz
+      choose an existing network's test-time views (mirror, zooms) on val within
+      --max-ms-per-face, then refit its temperature (conversion chooses them for every model)
   python -m convert --run runs/edge-cnn --ship
       make the int8 model edge-fer's default (edge_fer/models/default.tflite, replacing
       whatever was shipped, an ensemble included) and copy the run's reports to docs/model/
@@ -65,8 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training faces used to calibrate int8/uint8 (default: 500)")
     p.add_argument("--limit", type=int, metavar="N", help="verify on the first N val and N test faces only")
     p.add_argument("--flip-average", choices=("auto", "on", "off"), default="auto",
-                   help="classify each face with its mirror image too and average (twice the work): auto "
-                        "turns it on when it raises val accuracy (default: auto; test never decides)")
+                   help="classify each face with its mirror image too and average (twice the work); auto: "
+                        "val decides, with --view-scales, within --max-ms-per-face (default: auto; test never "
+                        "decides)")
+    p.add_argument("--view-scales", default="auto", metavar="auto|Z[,Z...]",
+                   help="zooms each face is also classified at, averaged (1 = as cut, 0.95 = zoomed out 5%%); "
+                        "auto: val chooses among 1 / 1,0.95 / 1,0.9 (default: auto)")
+    p.add_argument("--max-ms-per-face", type=float, default=MAX_MS_PER_FACE, metavar="MS",
+                   help="time budget for the automatic choice of views: single-thread ms per face, every view "
+                        f"included (default: {MAX_MS_PER_FACE:g})")
     p.add_argument("--edgetpu", action="store_true",
                    help="also write a batch-1 model for the Coral Edge TPU, list ops that would run on the CPU, "
                         "and compile it if edgetpu_compiler is on the PATH")
@@ -89,8 +101,14 @@ def run(args: argparse.Namespace) -> None:
         raise EdgeFerError("--ship ships the int8 model: use --format int8 or all")
     if args.calibration_samples < 1 or (args.limit is not None and args.limit < 1):
         raise EdgeFerError("--calibration-samples and --limit must be at least 1")
+    if not args.max_ms_per_face > 0:
+        raise EdgeFerError("--max-ms-per-face must be a positive number of milliseconds")
+    scales = None if args.view_scales == "auto" else parse_scales(args.view_scales.split(","), "--view-scales")
 
     from .export import RunInfo, export  # imports TensorFlow
+    from .verify import view_candidates
+
+    candidates = view_candidates({"auto": None, "on": True, "off": False}[args.flip_average], scales)
 
     info = RunInfo.read(keras_path)
     data = args.data or info.data
@@ -108,7 +126,7 @@ def run(args: argparse.Namespace) -> None:
     splits = load_splits(data, seed=int(info.config.get("seed", 0)))
     results = export(model, splits, args.out or keras_path.parent, args.name, formats, info.source(model),
                      scaling=info.scaling, calibration_samples=args.calibration_samples, limit=args.limit,
-                     edgetpu=args.edgetpu, flip_average={"auto": None, "on": True, "off": False}[args.flip_average])
+                     edgetpu=args.edgetpu, views=candidates, max_ms=args.max_ms_per_face)
     for r in results:
         print(f"wrote {r.path} (+ .json, .verify.json)" + (f", {r.edgetpu.model.name}" if r.edgetpu else ""),
               file=sys.stderr)
@@ -130,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         from .calibrate import main as calibrate_main
 
         return calibrate_main(argv[1:])
+    if argv[:1] == ["views"]:  # choose the test-time views of an existing network (no TensorFlow)
+        from .views import main as views_main
+
+        return views_main(argv[1:])
     return exit_status(run, build_parser().parse_args(argv))
 
 

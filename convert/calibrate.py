@@ -127,11 +127,11 @@ def plot_reliability(report: CalibrationReport, path: Path) -> None:
     plt.close(fig)
 
 
-def _network(path: Path) -> Path:
+def network(path: Path) -> Path:
     """Users pass a network's ``.json`` or its ``.tflite``: the ``.tflite`` is what is calibrated."""
     path = TFLiteClassifier.entry(path)
     if not path.is_file():
-        raise ModelError(f"model not found: {path} (calibrate takes one TFLite network: NAME.tflite or NAME.json)")
+        raise ModelError(f"model not found: {path} (one TFLite network: NAME.tflite or NAME.json)")
     return path
 
 
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    model = _network(args.model)
+    model = network(args.model)
     meta = load_metadata(model)
     splits = available_splits(args.data)
     if "val" not in splits:

@@ -22,15 +22,16 @@ from edge_fer.errors import ModelError
 from edge_fer.labels import FER2013_LABELS
 from edge_fer.metadata import ModelMetadata, load_metadata, save_metadata
 from edge_fer.preprocess import DEFAULT_SCALING, Scaling
+from edge_fer.views import Views
 
 from training.common.data import Splits
 from training.common.tf_env import keras, tf
 
-from . import INTEGER_FORMATS
+from . import INTEGER_FORMATS, MAX_MS_PER_FACE
 from .calibrate import calibrate, store, write_report
 from .edgetpu import CompileResult, OpCheck, check_ops, compile_model, find_compiler, missing_compiler_message
 from .tflite import calibration_faces, input_size, strip_softmax, to_tflite
-from .verify import Reference, Verification, reference, verify
+from .verify import Reference, Verification, reference, verify, with_views
 
 
 @dataclass
@@ -99,11 +100,12 @@ class Exported:
 
 def export(model: keras.Model, splits: Splits, out_dir: Path, name: str, formats: Sequence[str],
            source: dict[str, Any], scaling: Scaling = DEFAULT_SCALING, calibration_samples: int = 500,
-           limit: int | None = None, edgetpu: bool = False, flip_average: bool | None = None,
-           timing_runs: int = 300) -> list[Exported]:
+           limit: int | None = None, edgetpu: bool = False, views: Sequence[Views] | None = None,
+           max_ms: float = MAX_MS_PER_FACE, timing_runs: int = 300) -> list[Exported]:
     """Convert ``model`` to each of ``formats`` in ``out_dir`` and verify each on val (and test).
 
-    ``limit`` caps the val and test faces; ``flip_average=None`` lets val decide mirror averaging.
+    ``limit`` caps the val and test faces; val chooses the test-time views among ``views`` (default:
+    every candidate of :func:`convert.verify.view_candidates`) within ``max_ms`` per face.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = ModelMetadata(labels=FER2013_LABELS, input_size=input_size(model), scaling=scaling, source=source,
@@ -113,14 +115,14 @@ def export(model: keras.Model, splits: Splits, out_dir: Path, name: str, formats
     references = {name: reference(model, faces if not limit else
                                   LabeledFaces(faces.x[:limit], faces.y[:limit], faces.labels), meta)
                   for name, faces in (("val", splits.val), ("test", splits.test)) if faces is not None}
-    job = _Job(model, meta, calibration, references, timing_runs)
+    job = _Job(model, meta, calibration, references, timing_runs, max_ms)
     compiler = find_compiler() if edgetpu else None
     if edgetpu and compiler is None:
         _say(f"warning: {missing_compiler_message()}")
     results = []
     for fmt in formats:
         _say(f"converting to {fmt} ...")
-        result = job.convert(fmt, out_dir / f"{name}_{fmt}.tflite", flip_average)
+        result = job.convert(fmt, out_dir / f"{name}_{fmt}.tflite", views)
         if not result.verification.batchable:
             _say(f"warning: {result.path.name} has a fixed batch size; the device will invoke it once per face")
         if edgetpu and fmt in INTEGER_FORMATS:
@@ -139,8 +141,9 @@ class _Job:
     calibration: np.ndarray | None
     references: dict[str, Reference]
     timing_runs: int
+    max_ms: float
 
-    def convert(self, fmt: str, path: Path, flip_average: bool | None, batch_size: int | None = None) -> Exported:
+    def convert(self, fmt: str, path: Path, views: Sequence[Views] | None, batch_size: int | None = None) -> Exported:
         """Write ``path``, verify it, then write its metadata (figures folded in) and its ``.verify.json``."""
         path.write_bytes(to_tflite(self.model, fmt, self.calibration, self.meta.scaling, batch_size,
                                    logits=self.meta.output == "logits"))
@@ -148,8 +151,8 @@ class _Job:
         if fmt in INTEGER_FORMATS:
             extra["calibration"] = {"split": "train", "samples": len(self.calibration), "stratified": True}
         meta = replace(self.meta, quantization=fmt, extra=extra)
-        verification = verify(path, meta, self.references, self.timing_runs, flip_average)
-        meta.flip_average, meta.metrics = verification.flip_average, verification.metrics()
+        verification = verify(path, meta, self.references, self.timing_runs, views, self.max_ms)
+        meta = replace(with_views(meta, verification.views), metrics=verification.metrics())
         save_metadata(path, meta)
         fit = calibrate(path, self.references["val"].faces,
                         self.references["test"].faces if "test" in self.references else None)
@@ -167,7 +170,7 @@ class _Job:
         """The batch-1 twin of ``parent`` for ``edgetpu_compiler``, op-checked, and compiled when possible."""
         _say(f"converting to {parent.fmt} with batch 1 for the Edge TPU ...")
         b1 = self.convert(parent.fmt, parent.path.with_name(f"{parent.path.stem}_b1.tflite"),
-                          parent.verification.flip_average, batch_size=1)
+                          [parent.verification.views], batch_size=1)
         _say(f"Edge TPU op check of {b1.path.name}: {b1.op_check.summary()}")
         if compiler is None:
             return EdgeTpuOutput(b1.path, b1.op_check, None)

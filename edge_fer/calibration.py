@@ -3,7 +3,7 @@
 A network trained to high accuracy is usually over-confident: among faces it scores 0.9, far
 fewer than 90% are right. Temperature scaling divides its logits by one number fitted on val;
 the chosen class never changes on a single pass, only how sure the model says it is. Fitting
-runs on what the device computes (the int8 model's own outputs, mirror pass averaged as
+runs on what the device computes (the int8 model's own outputs, test-time views averaged as
 :class:`~edge_fer.tflite.TFLiteClassifier` does), in numpy only, so it needs no TensorFlow.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .classifier_api import mean_of_mirrors, with_mirrors
 from .tflite import TFLiteClassifier, probabilities
+from .views import Views
 
 ECE_BINS = 15
 _SEARCH = np.geomspace(0.2, 10.0, 161)  # temperatures tried; then refined around the best
@@ -64,22 +64,22 @@ def nll(probs: np.ndarray, y: np.ndarray) -> float:
 
 @dataclass
 class RawOutputs:
-    """A network's dequantized output rows for a set of faces (and their mirrors when it averages them)."""
+    """A network's dequantized output rows for a set of faces, every test-time view of them."""
 
-    scores: np.ndarray  # (n, k), or (2n, k) with the mirrored faces second
+    scores: np.ndarray  # (views.count * n, k), view by view
     output: str
-    flip_average: bool
+    views: Views
 
     @classmethod
     def of(cls, classifier: TFLiteClassifier, faces: np.ndarray, batch: int = 256) -> "RawOutputs":
         """Run the model once; every temperature is then a cheap numpy pass over these rows."""
-        x = with_mirrors(faces, classifier.metadata.flip_average)
+        x = classifier.metadata.views.expand(faces)
         scores = np.concatenate([classifier.outputs(x[i : i + batch]) for i in range(0, len(x), batch)])
-        return cls(scores, classifier.metadata.output, classifier.metadata.flip_average)
+        return cls(scores, classifier.metadata.output, classifier.metadata.views)
 
     def probs(self, temperature: float) -> np.ndarray:
         """What ``TFLiteClassifier.predict`` returns with this temperature in the metadata."""
-        return mean_of_mirrors(probabilities(self.scores, self.output, temperature), self.flip_average)
+        return self.views.fold(probabilities(self.scores, self.output, temperature))
 
 
 def fit_temperature(raw: RawOutputs, y: np.ndarray) -> float:

@@ -30,18 +30,6 @@ import numpy as np
 from .metadata import ModelMetadata
 
 
-def with_mirrors(faces: np.ndarray, flip_average: bool) -> np.ndarray:
-    """``faces`` followed by their mirror images when the model averages them (``flip_average`` in its
-    metadata), so both ride in one batch; :func:`mean_of_mirrors` folds the rows back."""
-    return np.concatenate([faces, faces[:, :, ::-1]]) if flip_average else faces
-
-
-def mean_of_mirrors(probs: np.ndarray, flip_average: bool) -> np.ndarray:
-    """Each face's row averaged with its mirror's, for rows computed on :func:`with_mirrors`' batch."""
-    n = len(probs) // 2
-    return (probs[:n] + probs[n:]) / 2 if flip_average else probs
-
-
 class Classifier(Protocol):
     """What the pipeline needs: a uint8 batch of faces ``(n, h, w)`` in, probabilities ``(n, len(labels))`` out."""
 

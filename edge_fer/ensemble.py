@@ -227,8 +227,8 @@ class EnsembleClassifier(ClassifierPlugin):
         where = self.model_path.name
         spec = EnsembleSpec.from_metadata(self.model_path, self.metadata)
         self.member_paths = spec.paths(self.model_path)
-        if self.metadata.flip_average:
-            raise ModelError(f"{where}: mirror averaging is set on each member, not on the ensemble")
+        if self.metadata.views.count > 1:
+            raise ModelError(f"{where}: test-time views (mirror, zoom) are set on each member, not on the ensemble")
         for path, m in zip(self.member_paths, spec.members):
             if not path.is_file():
                 raise ModelError(f"{where}: member model not found: {path}")

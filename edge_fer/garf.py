@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .classifier_api import ClassifierPlugin, mean_of_mirrors, with_mirrors
+from .classifier_api import ClassifierPlugin
 from .errors import ModelError
 from .metadata import ModelMetadata, check_sha256, load_metadata, metadata_path
 from .tflite import TFLiteModel
@@ -148,12 +148,12 @@ class GARFClassifier(ClassifierPlugin):
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """Probabilities ``(n, len(labels))`` for a uint8 batch ``(n, h, w)``."""
-        flip = self.metadata.flip_average
-        faces = with_mirrors(faces, flip)
+        views = self.metadata.views
+        faces = views.expand(faces)
         probs = np.zeros((len(faces), len(self.labels)), np.float32)
         if len(faces):
             probs[:, self._columns] = self.forest.predict_proba(self.features(faces))
-        return mean_of_mirrors(probs, flip)
+        return views.fold(probs)
 
     @property
     def size_bytes(self) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import ModelError
 from .labels import FER2013_LABELS
 from .preprocess import DEFAULT_MARGIN, DEFAULT_SCALING, Scaling
+from .views import Views, parse_scales
 
 FORMAT = "edge-fer-model/1"
 
@@ -29,6 +30,7 @@ class ModelMetadata:
     face_margin: float = DEFAULT_MARGIN
     kind: str = "tflite"  # which classifier backend loads the model
     flip_average: bool = False  # average each face with its mirror image (chosen on val at conversion)
+    view_scales: tuple[float, ...] = (1.0,)  # zooms averaged per face, 1.0 = as cut (chosen with flip_average)
     output: str = "probabilities"  # or "logits": the softmax runs in numpy on the device (see convert.tflite)
     temperature: float = 1.0  # divides the logits before the softmax, fitted on val (convert.calibrate); tflite only
     quantization: str = "float32"
@@ -37,10 +39,16 @@ class ModelMetadata:
     source: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def views(self) -> Views:
+        """The test-time views every face goes through (:mod:`edge_fer.views`)."""
+        return Views(self.view_scales, self.flip_average)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["labels"] = list(self.labels)
         d["input_size"] = list(self.input_size)
+        d["view_scales"] = list(self.view_scales)
         return {"format": FORMAT, **d}
 
     @classmethod
@@ -65,7 +73,7 @@ class ModelMetadata:
             temperature = float("nan")
         if not 0 < temperature < float("inf"):
             raise ModelError(f"{where}: 'temperature' must be a positive number, not {d.get('temperature')!r}")
-        return cls(labels=labels, input_size=(h, w), scaling=scaling,
+        return cls(labels=labels, input_size=(h, w), scaling=scaling, view_scales=parse_scales(d.get("view_scales", [1.0]), f"{where}: 'view_scales'"),
                    face_margin=float(d.get("face_margin", DEFAULT_MARGIN)), kind=str(d.get("kind", "tflite")),
                    flip_average=bool(d.get("flip_average", False)), output=output, temperature=temperature,
                    quantization=str(d.get("quantization", "unknown")), sha256=d.get("sha256"),

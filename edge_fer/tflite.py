@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classifier_api import ClassifierPlugin, mean_of_mirrors, with_mirrors
+from .classifier_api import ClassifierPlugin
 from .errors import ModelError
 from .interpreter import make_interpreter
 from .metadata import ModelMetadata, load_metadata
@@ -128,10 +128,11 @@ class TFLiteClassifier(TFLiteModel, ClassifierPlugin):
                              f"{len(self.labels)} ({', '.join(self.labels)})")
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
-        """Probabilities for a uint8 batch ``(n, h, w)``; one invoke per batch when the model allows it."""
-        flip = self.metadata.flip_average
-        scores = self.outputs(with_mirrors(faces, flip))
-        return mean_of_mirrors(probabilities(scores, self.metadata.output, self.metadata.temperature), flip)
+        """Probabilities for a uint8 batch ``(n, h, w)``, its test-time views averaged; every view of every
+        face in one invoke when the model allows it."""
+        views = self.metadata.views
+        scores = self.outputs(views.expand(faces))
+        return views.fold(probabilities(scores, self.metadata.output, self.metadata.temperature))
 
     @classmethod
     def entry(cls, path: Path) -> Path:

@@ -9,6 +9,7 @@ from edge_fer.calibration import RawOutputs, calibration, fit_temperature
 from edge_fer.classifier import TFLiteClassifier
 from edge_fer.errors import ModelError
 from edge_fer.metadata import ModelMetadata, load_metadata
+from edge_fer.views import Views
 from support import FIXTURES, SHIPPED_NETWORK, copy_model, run_cli
 from synthetic import faces, write_npz
 
@@ -75,7 +76,7 @@ def test_fit_recovers_a_known_temperature():
     p = np.exp(logits / 2.0)
     p /= p.sum(1, keepdims=True)
     y = np.array([rng.choice(7, p=row) for row in p])
-    t = fit_temperature(RawOutputs(logits, "logits", False), y)
+    t = fit_temperature(RawOutputs(logits, "logits", Views()), y)
     assert t == pytest.approx(2.0, rel=0.1)
 
 

@@ -123,17 +123,24 @@ def test_conversion_fits_the_temperature_on_val(exported):
     assert path.with_suffix(".calibration.png").is_file()
 
 
-def test_mirror_averaging_is_chosen_on_val_or_forced(exported, keras_file, data, tmp_path, capsys):
+def test_views_are_chosen_on_val_within_the_budget_or_forced(exported, keras_file, data, tmp_path, capsys):
     _, results = exported
     v = results["int8"].verification
-    assert set(v.flip_val_accuracy) == {"off", "on"}
-    assert v.flip_average == (v.flip_val_accuracy["on"] > v.flip_val_accuracy["off"])
-    assert load_metadata(results["int8"].path).flip_average == v.flip_average
+    tried = {t["views"]: t for t in v.views_tried}
+    assert len(tried) == 6 and v.views.describe() in tried  # mirror off/on x zooms 1, 1/0.95, 1/0.9
+    assert tried[v.views.describe()]["within_budget"]
+    meta = load_metadata(results["int8"].path)
+    assert (meta.flip_average, meta.view_scales) == (v.views.mirror, v.views.scales)
+    # Forced views are taken as given; a budget below any model's time leaves only the one-pass candidate.
     assert main(["--keras", str(keras_file), "--data", str(data), "--out", str(tmp_path), "--format", "float32",
-                 "--flip-average", "on", "--limit", "20"]) == 0, capsys.readouterr().err
+                 "--flip-average", "on", "--view-scales", "1,0.9", "--limit", "20"]) == 0, capsys.readouterr().err
     meta = load_metadata(tmp_path / "model_float32.tflite")
-    assert meta.flip_average and meta.metrics["agreement_val"] >= 0.95
-    assert json.loads((tmp_path / "model_float32.verify.json").read_text())["flip_val_accuracy"] == {}
+    assert meta.flip_average and meta.view_scales == (1.0, 0.9) and meta.metrics["agreement_val"] >= 0.9
+    assert json.loads((tmp_path / "model_float32.verify.json").read_text())["views_tried"] == []
+    assert main(["--keras", str(keras_file), "--data", str(data), "--out", str(tmp_path), "--format", "float32",
+                 "--max-ms-per-face", "0.000001", "--limit", "20", "--name", "slow"]) == 0, capsys.readouterr().err
+    meta = load_metadata(tmp_path / "slow_float32.tflite")
+    assert not meta.flip_average and meta.view_scales == (1.0,)
 
 
 def test_calibration_is_drawn_evenly_across_classes():
@@ -251,11 +258,15 @@ def bad_inputs(tmp_path, keras_file, data):
         "junk model": (["--keras", str(tmp_path / "junk.keras"), "--data", str(data)], "cannot load Keras model"),
         "wrong outputs": (["--keras", str(wrong_outputs), "--data", str(data)], "outputs 5 scores"),
         "bad csv": (["--keras", str(keras_file), "--data", str(tmp_path / "cols.csv")], "not a FER2013 CSV"),
+        "bad zooms": (["--keras", str(keras_file), "--data", str(data), "--view-scales", "1,0.1"],
+                      "--view-scales must list distinct zooms"),
+        "no budget": (["--keras", str(keras_file), "--data", str(data), "--max-ms-per-face", "0"],
+                      "--max-ms-per-face must be a positive"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing model", "missing run", "missing data", "no data", "edgetpu float",
-                                  "ship float", "junk model", "wrong outputs", "bad csv"])
+                                  "ship float", "junk model", "wrong outputs", "bad csv", "bad zooms", "no budget"])
 def test_user_mistakes_are_one_line_errors(bad_inputs, tmp_path, capsys, case):
     argv, fragment = bad_inputs[case]
     rc = main([*argv, "--out", str(tmp_path / "out")])

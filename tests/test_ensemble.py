@@ -199,7 +199,7 @@ def _broken(out, tmp_path, case):
 @pytest.mark.parametrize("case, fragment", [
     ("missing member", "member model not found"),
     ("replaced member", "does not match the sha256 in ens_tree.json"),
-    ("mirror on the ensemble", "mirror averaging is set on each member"),
+    ("mirror on the ensemble", "are set on each member, not on the ensemble"),
     ("no members", "needs extra.members"),
     ("relabelled ensemble", "labels or input size differ from its members'"),
 ])

@@ -264,6 +264,28 @@ def test_raw_comparison_rules(tmp_path):
     shapes = compare(dict(output=out), dict(output=out[:1]))
     assert "shapes" in raw_problem(shapes, None, strict=False)
 
+    zoomed = np.zeros((2, 2, 48, 48), np.uint8)  # the test-time views' zoomed pixels must be identical
+    zoomed_off = zoomed.copy()
+    zoomed_off[1, 0, 3, 4] = 1
+    assert raw_problem(compare(dict(output=out, zoomed=zoomed), dict(output=out, zoomed=zoomed)), None,
+                       strict=True) is None
+    assert "zoomed faces differ from x86 by up to 1" in raw_problem(
+        compare(dict(output=out, zoomed=zoomed), dict(output=out, zoomed=zoomed_off)), None, strict=False)
+
+
+def test_the_raw_probe_zooms_every_face_at_every_candidate_zoom(tmp_path):
+    np = pytest.importorskip("numpy")
+    from scripts.devtools.pi_check import probe
+
+    faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    np.save(tmp_path / "f.npy", faces)
+    probe.raw(str(tmp_path / "f.npy"), str(tmp_path / "r.npz"))
+    zoomed = np.load(tmp_path / "r.npz")["zoomed"]
+    assert zoomed.shape == (3, 2, 48, 48)  # face by face: zooms 0.9 and 0.95
+    from edge_fer.preprocess import zoom_faces
+
+    np.testing.assert_array_equal(zoomed[:, 0], zoom_faces(faces, 0.9))
+
 
 def test_detect_comparison_rules():
     face = {"box": [10, 20, 30, 30], "score": 0.9, "landmarks": [[15.0, 25.0], [30.0, 25.0]]}

@@ -249,7 +249,7 @@ def _copy_members(paths: Sequence[Path], names: Sequence[str], out: Path) -> lis
 def _write_ensemble(args: argparse.Namespace, kind: str, fit: Fitted, files: list[Path],
                     members: Sequence[TFLiteClassifier], n_val: int) -> Path:
     path = args.out / f"{args.name}_{kind}.json"
-    meta = replace(members[0].metadata, kind=KIND, flip_average=False, sha256=None, metrics={},
+    meta = replace(members[0].metadata, kind=KIND, flip_average=False, view_scales=(1.0,), sha256=None, metrics={},
                    quantization="+".join(dict.fromkeys(m.metadata.quantization for m in members)),
                    source={"members": [f.name for f in files], "data": str(args.data), "fitted_on": "val",
                            "n_val": n_val, "folds": args.folds, "params": fit.params},

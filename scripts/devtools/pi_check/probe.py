@@ -2,7 +2,8 @@
 
     probe.py env                        versions, machine; every edge_fer module imports, without TensorFlow
     probe.py raw FACES.npy OUT.npz      the shipped model's raw output tensor (and the input of its final
-                                        op) for each face: one invoke per face, one thread
+                                        op) for each face: one invoke per face, one thread; and the
+                                        faces zoomed as the test-time views zoom them
     probe.py faces OUT.npy N [NPZ]      (host) N faces to compare on: FER2013 test faces from NPZ when it
                                         exists, else crops of the shipped sample photo and random faces
     probe.py video OUT.mp4 [FRAMES]     (host) a short MP4 of the shipped sample photo drifting
@@ -120,11 +121,23 @@ def raw(faces_path: str, out_path: str, model: str | None = None) -> dict:
     results = [_raw_one(network, faces) for network in networks]
     keys = [k for k in results[0][0] if all(k in r[0] for r in results)]
     result = {key: np.concatenate([r[0][key] for r in results], axis=-1) for key in keys}
+    result["zoomed"] = _zoomed(faces)
     np.savez(out_path, **result)
     return {"faces": len(faces), "dtype": str(result["output"].dtype), "model": str(path),
             "networks": [r[1]["model"] for r in results], "backend": results[0][1]["backend"],
             "final_op": results[0][1]["final_op"] if "before_final" in result else None,
             "seconds_per_face": sum(r[1]["seconds"] for r in results) / max(1, len(faces))}
+
+
+def _zoomed(faces):
+    """Every face at every zoom a model's views may use (``edge_fer.views.ZOOM_CANDIDATES``), face by face."""
+    import numpy as np
+
+    from edge_fer.preprocess import zoom_faces
+    from edge_fer.views import ZOOM_CANDIDATES
+
+    zooms = sorted({s for zset in ZOOM_CANDIDATES for s in zset if s != 1.0})
+    return np.stack([zoom_faces(faces, s) for s in zooms], axis=1)
 
 
 def _raw_one(network: Path, faces) -> tuple[dict, dict]:
