@@ -7,6 +7,9 @@ free of TensorFlow. The constants here load without TensorFlow,
 so the CLI can parse and reject arguments before paying for that import.
 """
 
+from pathlib import Path
+
 FORMATS = ("int8", "uint8", "float16", "dynamic", "float32")
 INTEGER_FORMATS = ("int8", "uint8")  # full-integer: the only ones the Edge TPU can run
 MAX_MS_PER_FACE = 2.0  # budget for a face on one Pi-class thread, every test-time view included
+SHIPPED_DOCS = Path(__file__).resolve().parents[1] / "docs" / "model"  # the shipped model's card and reports

@@ -47,7 +47,8 @@ examples:
       --max-ms-per-face, then refit its temperature (conversion chooses them for every model)
   python -m convert --run runs/edge-cnn --ship
       make the int8 model edge-fer's default (edge_fer/models/default.tflite, replacing
-      whatever was shipped, an ensemble included) and copy the run's reports to docs/model/
+      whatever was shipped, an ensemble included), copy the run's reports to docs/model/
+      and write its card there (README.md; python -m convert card rewrites it)
 
 errors are printed as one line starting with "error:" and exit with status 2.
 """
@@ -148,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         from .calibrate import main as calibrate_main
 
         return calibrate_main(argv[1:])
+    if argv[:1] == ["card"]:  # rewrite the shipped model's card (no TensorFlow)
+        from .card import main as card_main
+
+        return card_main(argv[1:])
     if argv[:1] == ["views"]:  # choose the test-time views of an existing network (no TensorFlow)
         from .views import main as views_main
 

@@ -23,7 +23,8 @@ from edge_fer.datasets import LabeledFaces, available_splits, load_split
 from edge_fer.errors import DataError, ModelError, exit_status
 from edge_fer.metadata import load_metadata, save_metadata
 
-SHIPPED_REPORTS = Path(__file__).resolve().parents[1] / "docs" / "model"  # where the shipped model's reports live
+from . import SHIPPED_DOCS
+
 
 
 @dataclass
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace) -> None:
     test = load_split(args.data, "test", meta.input_size, meta.labels) if "test" in splits else None
     report = calibrate(model, val, test)
     shipped = model.resolve().parent == MODELS_DIR
-    report_dir = args.report or (SHIPPED_REPORTS if shipped else model.parent)
+    report_dir = args.report or (SHIPPED_DOCS if shipped else model.parent)
     written = [store(model, report), *write_report(report, report_dir / model.stem)]
     print(report.line())
     for path in written:

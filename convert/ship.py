@@ -19,7 +19,9 @@ from edge_fer.metadata import load_metadata, metadata_path
 
 from training.common.runs import copy_run_reports
 
-DOCS_DIR = Path(__file__).resolve().parents[1] / "docs" / "model"
+from . import SHIPPED_DOCS
+from .card import write_card
+
 ENSEMBLE_REPORTS = ("results.md", "ensemble_report.json")
 
 
@@ -40,7 +42,7 @@ def _copy_model(src: Path, dest: Path) -> None:
 
 
 def ship(model_path: Path, run_dir: Path | None, models_dir: Path = MODELS_DIR,
-         docs_dir: Path = DOCS_DIR) -> list[Path]:
+         docs_dir: Path = SHIPPED_DOCS) -> list[Path]:
     """Ship one converted network: ``model_path`` (+ its ``.json``) becomes ``models_dir/default.tflite``.
 
     Returns what was written: the model, its metadata, and ``docs_dir`` (the run's reports).
@@ -55,10 +57,11 @@ def ship(model_path: Path, run_dir: Path | None, models_dir: Path = MODELS_DIR,
     load_metadata(dest)  # re-checks the sha256 of the copy
     if run_dir is not None:
         copy_run_reports(run_dir, docs_dir)
+    write_card(docs_dir, dest)
     return [dest, metadata_path(dest), docs_dir]
 
 
-def ship_ensemble(ensemble_json: Path, models_dir: Path = MODELS_DIR, docs_dir: Path = DOCS_DIR) -> list[Path]:
+def ship_ensemble(ensemble_json: Path, models_dir: Path = MODELS_DIR, docs_dir: Path = SHIPPED_DOCS) -> list[Path]:
     """Ship an ensemble written by ``training ensemble``: its JSON becomes ``models_dir/default.json``.
 
     The members are copied beside it under their own names; each member's run reports (its

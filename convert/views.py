@@ -25,8 +25,8 @@ from edge_fer.views import parse_scales
 
 from training.common.reports import split_metrics
 
-from . import MAX_MS_PER_FACE
-from .calibrate import SHIPPED_REPORTS, calibrate, network, store, write_report
+from . import MAX_MS_PER_FACE, SHIPPED_DOCS
+from .calibrate import calibrate, network, store, write_report
 from .verify import choose_views, ms_per_face, view_candidates, with_views
 
 _CONVERSION_ONLY = ("float_", "agreement_")  # metrics that need the Keras model
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> None:
     metrics["ms_per_face"] = round(ms_per_face(model, chosen, data["val"].x[:1]), 3)
     choice = {"fitted_on": "val", "max_ms_per_face": args.max_ms_per_face, "tried": tried}
     save_metadata(model, replace(chosen, metrics=metrics, extra={**meta.extra, "views_choice": choice}))
-    report_dir = args.report or (SHIPPED_REPORTS if model.resolve().parent == MODELS_DIR else model.parent)
+    report_dir = args.report or (SHIPPED_DOCS if model.resolve().parent == MODELS_DIR else model.parent)
     report_dir.mkdir(parents=True, exist_ok=True)
     views_json = report_dir / f"{model.stem}.views.json"
     views_json.write_text(json.dumps({"model": model.name, "chosen": views.describe(), **choice,

@@ -236,8 +236,13 @@ def test_ship_copies_model_metadata_and_reports(exported, trained_run, tmp_path)
     assert load_metadata(dest).quantization == "int8"
     assert load_classifier(dest).labels == FER2013_LABELS
     for name in ("default.verify.json", "default.calibration.json", "default.calibration.png", "metrics.json",
-                 "confusion_matrix.png", "curves.png", "classification_report.txt"):
+                 "confusion_matrix.png", "curves.png", "classification_report.txt", "train_config.json"):
         assert (tmp_path / "docs" / name).is_file(), name
+    card = (tmp_path / "docs" / "README.md").read_text()  # the model card, from the files beside it
+    epochs = len((run_dir / "history.csv").read_text().splitlines()) - 1
+    assert f"**{epochs} epochs in all**" in card and "python -m training train --data" in card
+    assert "| test |" in card and "Per class on test" in card and "temperature **" in card
+    assert "(curves.png)" in card and "(confusion_matrix.png)" in card
 
 
 @pytest.fixture

@@ -66,6 +66,7 @@ def read_run(out: Path) -> tuple[dict[str, list[float]], dict]:
 def copy_run_reports(run_dir: Path, dest: Path) -> None:
     """Copy a run's human-readable reports (not its weights) to ``dest``, e.g. docs/."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.json", "confusion_matrix.png", "curves.png", "classification_report.txt", "history.csv"):
+    for name in ("metrics.json", "confusion_matrix.png", "curves.png", "classification_report.txt", "history.csv",
+                 "train_config.json"):
         if (run_dir / name).exists():
             shutil.copy2(run_dir / name, dest / name)

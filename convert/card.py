@@ -1,0 +1,142 @@
+"""The shipped model's card, ``docs/model/README.md``: what it is, how it was made, how well it does.
+
+Shipping (:mod:`convert.ship`) writes it from the files it puts beside it: the run's
+``metrics.json``, ``history.csv`` and ``train_config.json``, the conversion's
+``default.verify.json`` and the model's metadata (views, temperature fit, figures), so every
+number in the card has a file behind it. ``python -m convert card`` rewrites it for the model
+already shipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge_fer.classifier import MODELS_DIR
+from edge_fer.errors import ModelError, exit_status
+from edge_fer.metadata import load_metadata
+
+from . import SHIPPED_DOCS
+
+_NOT_ARGS = ("command", "resume", "verbose", "peak_lr", "resumed_at_epochs", "func")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def training_command(config: dict[str, Any]) -> str:
+    """``python -m training train ...`` with every setting the run recorded (its defaults spelled out too)."""
+    parts = ["python -m training train"]
+    for key, value in config.items():
+        if key in _NOT_ARGS or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts.append(flag if value is True else f"{flag} {value}")
+    return " ".join(parts)
+
+
+def _epochs(docs_dir: Path) -> int | None:
+    history = docs_dir / "history.csv"
+    if not history.is_file():
+        return None
+    with history.open() as f:
+        return sum(1 for _ in csv.DictReader(f))
+
+
+def card(docs_dir: Path, model: Path) -> str:
+    """The card's Markdown for the network ``model`` whose reports are in ``docs_dir``."""
+    meta = load_metadata(model)
+    m, src = meta.metrics, meta.source
+    run = _read_json(docs_dir / "metrics.json")
+    config = _read_json(docs_dir / "train_config.json")
+    verify = _read_json(docs_dir / "default.verify.json")
+    hp = run.get("hyperparameters", {})
+    epochs = _epochs(docs_dir) or run.get("epochs") or src.get("epochs")
+    resumed = config.get("resumed_at_epochs") or []
+    lines = [
+        "# The shipped model",
+        "",
+        f"`edge_fer/models/{model.name}`: one `{src.get('arch', run.get('model', '?'))}` network"
+        + (f" of width {hp['width']}" if "width" in hp else "")
+        + f", {src.get('params', run.get('params', '?')):,} parameters, {meta.quantization}, "
+        f"{m.get('size_bytes', model.stat().st_size) / 1e6:.2f} MB; {meta.views.describe()} averaged per face, "
+        f"{m.get('ms_per_face', float('nan')):.2f} ms/face on one x86 thread. Labels: {', '.join(meta.labels)}.",
+        "",
+        "## How it was made",
+        "",
+        f"- Data: `{run.get('data', src.get('data', '?'))}` ({run.get('train_images', '?')} training faces); "
+        "fitted on train, chosen on val (PublicTest), test (PrivateTest) reported once.",
+        f"- Training: **{epochs} epochs in all**" + (f" (resumed after epochs {', '.join(map(str, resumed))})"
+                                                     if resumed else "")
+        + f", best on val at epoch {run.get('best_epoch', src.get('best_epoch', '?'))}; schedule "
+        f"{run.get('lr_schedule', '?')}, augmentation {'on' if run.get('augment') else 'off'}, label smoothing "
+        f"{run.get('label_smoothing', 0)}, backend {run.get('backend', '?')}, code at {run.get('git_commit', '?')[:10]}.",
+        "- Command:",
+        "",
+        "  ```bash",
+        f"  {training_command(config)}" if config else "  (this run recorded no train_config.json: see docs/results.md)",
+        f"  python -m convert --run {src.get('run', 'RUN')} --edgetpu --ship",
+        "  ```",
+        "",
+        "## How well it does (device path: int8, its views, this file)",
+        "",
+        "| split | accuracy | macro-F1 | float (Keras) | int8 = float |",
+        "|---|---|---|---|---|",
+    ]
+    for split in ("val", "test"):
+        if f"{split}_accuracy" in m:
+            float_acc, agree = m.get(f"float_{split}_accuracy"), m.get(f"agreement_{split}")
+            lines.append(f"| {split} | {m[f'{split}_accuracy']:.2%} | {m.get(f'{split}_macro_f1', 0):.2%} | "
+                         + (f"{float_acc:.2%} | {agree:.1%} |" if float_acc is not None else "- | - |"))
+    per_class = verify.get("splits", {}).get("test", {}).get("per_class", {})
+    if per_class:
+        lines += ["", "Per class on test (conversion's check):", "",
+                  "| class | precision | recall | F1 | faces |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
+                  for name, c in per_class.items()]
+    fit = meta.extra.get("temperature_fit")
+    if fit:
+        lines += ["", f"Calibration: temperature **{meta.temperature:g}** fitted on {fit['split']}; expected "
+                  "calibration error (15 bins) and NLL before -> after:", ""]
+        lines += [f"- {s}: ECE {fit[s]['ece_before']:.4f} -> {fit[s]['ece_after']:.4f}, NLL "
+                  f"{fit[s]['nll_before']:.4f} -> {fit[s]['nll_after']:.4f}" for s in ("val", "test") if s in fit]
+    check = verify.get("edgetpu_op_check")
+    if check:
+        n = sum(check["ops"].values())
+        ops = ", ".join(f"{k} x{v}" for k, v in check["ops"].items())
+        lines += ["", (f"Edge TPU: all {n} ops are Edge TPU ops ({ops})" if not check["cpu_ops"] else
+                       f"Edge TPU: ops left on the CPU: {', '.join(dict.fromkeys(c['op'] for c in check['cpu_ops']))} "
+                       f"(of {ops})")
+                  + ("; the batch-1 twin `python -m convert --edgetpu` writes is what the compiler takes."
+                     if check.get("dynamic_batch") else ".")]
+    figures = [(name, what) for name, what in (
+        ("curves.png", "training curves"), ("confusion_matrix.png", "confusion matrix (the run's Keras model, test)"),
+        ("classification_report.txt", "classification report"),
+        ("default.calibration.png", "reliability before and after the temperature"))
+        if (docs_dir / name).is_file()]
+    lines += ["", "## Files", ""] + [f"- [{name}]({name}): {what}" for name, what in figures]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(docs_dir: Path = SHIPPED_DOCS, model: Path = MODELS_DIR / "default.tflite") -> Path:
+    if not model.is_file():
+        raise ModelError(f"no shipped network at {model} (a card is written for one network)")
+    path = docs_dir / "README.md"
+    path.write_text(card(docs_dir, model))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m convert card``: rewrite docs/model/README.md for the shipped network."""
+    def run(_: None) -> None:
+        print(f"wrote {write_card()}", file=sys.stderr)
+
+    if argv:
+        print("usage: python -m convert card   (rewrites docs/model/README.md for the shipped network)",
+              file=sys.stderr)
+        return 2
+    return exit_status(run, None)
