@@ -450,3 +450,28 @@ def test_device_train_bad_input_is_one_line(tmp_path, argv, fragment):
                            *(a.format(tmp=tmp_path) for a in argv)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert_one_line_error(proc, fragment)
+
+
+@pytest.mark.slow
+def test_the_last_epochs_are_averaged_into_one_network_kept_only_if_better_on_val(tmp_path):
+    """--average-last K: the tail's weights are kept across a resume, averaged when the run ends, chosen on val."""
+    import numpy as np
+
+    from training import train
+    from training.common.keras_env import keras
+
+    data = write_npz(tmp_path / "d.npz", {"train": 210, "val": 70})
+    out = tmp_path / "run"
+    args = ("--lr-schedule", "cosine", "--average-last", "2")
+    first = train.run(_train_args(data, out, "--epochs", "2", *args, "--max-minutes", "0.0001"))  # stops after 1
+    assert first["weight_average"] is None and sorted(p.name for p in (out / "tail").iterdir()) == [
+        "epoch-001.weights.h5"]  # a run cut short averages nothing yet
+    metrics = train.run(_train_args(data, out, "--epochs", "3", *args, "--resume"))
+    tail = sorted(p.name for p in (out / "tail").iterdir())
+    assert tail == ["epoch-001.weights.h5", "epoch-002.weights.h5", "epoch-003.weights.h5"]
+    avg = metrics["weight_average"]
+    assert avg["epochs"] == [2, 3] and avg["chosen"] == (avg["val_accuracy"] > avg["best_epoch_val_accuracy"])
+    network = keras.models.load_model(out / "model.keras")
+    expected = train.average_weights(keras.models.clone_model(network), [out / "tail" / n for n in tail[1:]])
+    same = all(np.allclose(a, b) for a, b in zip(network.get_weights(), expected.get_weights()))
+    assert same == avg["chosen"]

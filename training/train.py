@@ -70,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true", help="turn off flip/shift/rotate/zoom/brightness/contrast")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke tests)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.keras")
+    p.add_argument("--average-last", type=int, default=0, metavar="K",
+                   help="keep the network's weights after each of the run's last K epochs (in OUT/tail/) and, when "
+                        "the run has done all --epochs, average them into one network, which becomes model.keras if "
+                        "it scores higher on val than the best epoch (default 0: off)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 0 none, 1 bar, 2 line")
 
@@ -177,6 +181,8 @@ def run(args: argparse.Namespace) -> dict:
         schedule,  # before the CSV log: both schedules put the epoch's learning rate into the logs
         keras.callbacks.CSVLogger(history_csv, append=args.resume),
     ]
+    if args.average_last:
+        callbacks.append(tail_callback(args.out / TAIL, args.epochs - args.average_last))
     if args.max_minutes:
         callbacks.append(deadline_callback(
             started + args.max_minutes * 60,
@@ -188,12 +194,26 @@ def run(args: argparse.Namespace) -> dict:
     wall = time.time() - started
 
     best = network_of(load_checkpoint(args.out / "best.keras"))
-    best.save(args.out / "model.keras")
-    best.save(args.out / "model.h5")
     history = read_history(history_csv)
 
     def predict(x_uint8: np.ndarray) -> np.ndarray:
         return best.predict(scale_pixels(x_uint8, DEFAULT_SCALING)[..., None], batch_size=512, verbose=0).argmax(1)
+
+    averaged = None
+    tail = sorted((args.out / TAIL).glob("epoch-*.weights.h5"))[-args.average_last:] if args.average_last else []
+    if args.average_last and len(history.get("loss", [])) >= args.epochs and len(tail) == args.average_last:
+        best_val = float((predict(splits.val.x) == splits.val.y).mean())
+        best = average_weights(best, tail)
+        val = float((predict(splits.val.x) == splits.val.y).mean())
+        averaged = {"epochs": [int(p.name[6:9]) for p in (tail[0], tail[-1])], "val_accuracy": round(val, 4),
+                    "best_epoch_val_accuracy": round(best_val, 4), "chosen": val > best_val}
+        print(f"weights of epochs {averaged['epochs'][0]}-{averaged['epochs'][1]} averaged: val {val:.4f} against "
+              f"{best_val:.4f} for the best epoch: {'the average' if val > best_val else 'the best epoch'} is "
+              f"model.keras", file=sys.stderr)
+        if not averaged["chosen"]:
+            best = network_of(load_checkpoint(args.out / "best.keras"))
+    best.save(args.out / "model.keras")
+    best.save(args.out / "model.h5")
 
     test = (splits.test.y, predict(splits.test.x)) if splits.test is not None else None
     metrics = write_reports(
@@ -208,7 +228,7 @@ def run(args: argparse.Namespace) -> dict:
                "label_smoothing": args.label_smoothing, "class_weights_power": args.class_weights,
                "backend": keras.backend.backend(),
                "augment": not args.no_augment, "lr_schedule": args.lr_schedule,
-               "hyperparameters": {**hp, "lr": lr}},
+               "hyperparameters": {**hp, "lr": lr}, "weight_average": averaged},
         history=history)
     line = f"val acc {metrics['val']['accuracy']:.4f}"
     if "test" in metrics:
@@ -218,6 +238,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 AUGMENTED = "augmented"  # the name of the training graph, to tell its checkpoints from a bare network's
+TAIL = "tail"  # the run folder's subfolder of per-epoch weights for --average-last
 
 
 def with_augmentation(network, seed: int):
@@ -251,6 +272,38 @@ def load_checkpoint(path: Path):
 def network_of(model):
     """The trained network inside a checkpoint of :func:`with_augmentation`'s graph (or the model itself)."""
     return model.layers[-1] if model.name == AUGMENTED else model
+
+
+def tail_callback(folder: Path, first: int):
+    """A Keras callback that saves the network's weights (augmentation left out) after each epoch from ``first``
+    (0-based) on, as ``folder/epoch-NNN.weights.h5`` (1-based), for :func:`average_weights`."""
+    from .common.keras_env import keras
+
+    class Tail(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch >= first:
+                folder.mkdir(parents=True, exist_ok=True)
+                network_of(self.model).save_weights(folder / f"epoch-{epoch + 1:03d}.weights.h5")
+
+    return Tail()
+
+
+def average_weights(network, paths: list[Path]):
+    """``network`` with the mean of the weights saved at ``paths`` (stochastic weight averaging of a run's tail).
+
+    Why: late in a cosine schedule successive epochs sit around one minimum; their mean lies nearer
+    its centre than any one of them, which often generalises a little better, for no cost on the
+    device. Batch-norm statistics are averaged too (the epochs are close, so they stay consistent);
+    integer state (seed counters) keeps the last epoch's value.
+    """
+    sums = None
+    for path in paths:
+        network.load_weights(path)
+        values = [w.numpy() for w in network.weights]
+        sums = values if sums is None else [s + v if np.issubdtype(v.dtype, np.floating) else v
+                                            for s, v in zip(sums, values)]
+    network.set_weights([s / len(paths) if np.issubdtype(s.dtype, np.floating) else s for s in sums])
+    return network
 
 
 def deadline_callback(deadline: float, on_stop: Callable[[int], None] | None = None):
