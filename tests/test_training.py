@@ -199,7 +199,7 @@ def test_resume_with_a_new_rate_restarts_the_plateau_schedule_from_it(trained_ru
 
 
 @pytest.mark.parametrize("case", ["no folder", "no checkpoint", "corrupt checkpoint", "corrupt history",
-                                  "cosine-minutes without a budget"])
+                                  "cosine-minutes without a budget", "other optimizer", "erasing out of range"])
 def test_a_partial_or_corrupt_run_folder_is_a_one_line_error(tmp_path, capsys, case):
     """What a killed session can leave behind: one line that says what is wrong and what to do, no traceback."""
     from training.__main__ import main
@@ -215,7 +215,9 @@ def test_a_partial_or_corrupt_run_folder_is_a_one_line_error(tmp_path, capsys, c
         (out / "last.keras").unlink()
     if case == "corrupt history":
         (out / "history.csv").write_text("epoch,accuracy,loss\n0,0.2,\n")
-    extra = ["--lr-schedule", "cosine-minutes"] if case == "cosine-minutes without a budget" else ["--resume"]
+    extra = {"cosine-minutes without a budget": ["--lr-schedule", "cosine-minutes"],
+             "other optimizer": ["--resume", "--optimizer", "sgd"],  # the run trains with adam (recorded default)
+             "erasing out of range": ["--erasing", "1.5"]}.get(case, ["--resume"])
     argv = ["train", "--data", str(data), "--out", str(out), "--width", "4", "--epochs", "3", "--verbose", "0",
             *extra]
     assert main(argv) == 2
@@ -223,7 +225,8 @@ def test_a_partial_or_corrupt_run_folder_is_a_one_line_error(tmp_path, capsys, c
     assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0], err
     fragment = {"no folder": "no run folder", "no checkpoint": "last.keras missing",
                 "corrupt checkpoint": "cannot read checkpoint", "corrupt history": "unreadable history.csv",
-                "cosine-minutes without a budget": "--max-minutes"}[case]
+                "cosine-minutes without a budget": "--max-minutes", "other optimizer": "trains with adam, not sgd",
+                "erasing out of range": "--erasing 1.5"}[case]
     assert fragment in err[0], err[0]
 
 
@@ -346,6 +349,39 @@ def test_face_augment_varies_faces_within_the_pixel_range_and_round_trips_its_co
     assert not np.allclose(first, x) and not np.allclose(first, second)  # a new draw per batch
     copy = FaceAugment.from_config(layer.get_config())
     assert (copy.shift, copy.rotate, copy.zoom, copy.seed) == (0.1, 14.4, 0.1, 3)
+
+
+def test_random_erasing_puts_one_noise_rectangle_on_the_chosen_faces():
+    from training.augment import FaceAugment
+
+    x = np.full((64, 48, 48, 1), 0.5, np.float32)
+    only = dict(flip=False, shift=0, rotate=0, zoom=0, brightness=0, contrast=0)
+    erase = FaceAugment(**only, erasing=0.5, seed=4)
+    changed = ~np.isclose(np.asarray(erase(x, training=True)), 0.5).reshape(64, 48, 48)
+    share = changed.mean(axis=(1, 2))
+    hit = share > 0
+    assert 16 < hit.sum() < 48  # about half the faces
+    assert (share[hit] <= 0.22).all() and np.median(share[hit]) > 0.02  # 2-20% of the face, up to rounding
+    for face in changed[hit]:  # one axis-aligned rectangle: its bounding box is (almost) all noise
+        rows, cols = np.flatnonzero(face.any(axis=1)), np.flatnonzero(face.any(axis=0))
+        box = face[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        assert box.mean() > 0.95
+    assert FaceAugment.from_config(erase.get_config()).erasing == 0.5
+
+
+@pytest.mark.slow
+def test_sgd_with_nesterov_and_erasing_train_and_are_recorded(tmp_path):
+    from training import train
+
+    data = write_npz(tmp_path / "d.npz", {"train": 210, "val": 70})
+    out = tmp_path / "run"
+    metrics = train.run(_train_args(data, out, "--epochs", "1", "--optimizer", "sgd", "--erasing", "0.5"))
+    assert (metrics["optimizer"], metrics["erasing"], metrics["hyperparameters"]["lr"]) == ("sgd", 0.5, 0.01)
+    checkpoint = train.load_checkpoint(out / "last.keras")
+    assert checkpoint.optimizer.name.lower() == "sgd" and checkpoint.optimizer.nesterov
+    assert checkpoint.get_layer("augment").erasing == 0.5
+    resumed = train.run(_train_args(data, out, "--epochs", "2", "--resume"))  # keeps its optimizer
+    assert resumed["optimizer"] == "sgd" and resumed["epochs"] == 2
 
 
 @pytest.mark.slow

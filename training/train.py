@@ -48,8 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the run's total epochs (default 60), which a cosine schedule spans; with --resume it counts "
                         "the run's earlier epochs too (a larger value stretches the rest of the schedule)")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
+                   help="adam (default) or sgd: SGD with Nesterov momentum 0.9, the recipe of the best published "
+                        "single FER2013 network; a resumed run keeps its own")
     p.add_argument("--lr", type=float, default=None,
-                   help="Adam learning rate (default 1e-3; seed-cnn 1e-4); with --resume, the run's own unless given")
+                   help="peak learning rate (default: Adam 1e-3, seed-cnn 1e-4; SGD 1e-2); with --resume, the run's "
+                        "own unless given")
     p.add_argument("--lr-schedule", choices=("plateau", "cosine", "cosine-minutes"), default=None,
                    help="plateau (default): halve the LR when val loss stalls; cosine: anneal from --lr to 1%% of it "
                         "over the run's --epochs, across any number of --resume sessions (a long run); "
@@ -68,6 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "into the training targets")
     p.add_argument("--teacher-mix", type=float, default=0.5, help="share of the teacher's probabilities in targets")
     p.add_argument("--no-augment", action="store_true", help="turn off flip/shift/rotate/zoom/brightness/contrast")
+    p.add_argument("--erasing", type=float, default=0.0, metavar="P",
+                   help="random erasing: with probability P a face gets one rectangle (2-20%% of its area) of "
+                        "noise, after the other augmentations (default 0: off)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke tests)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.keras")
     p.add_argument("--average-last", type=int, default=0, metavar="K",
@@ -89,6 +96,12 @@ def run(args: argparse.Namespace) -> dict:
     earlier, recorded = read_run(args.out) if args.resume else ({}, {})
     initial_epoch = len(earlier.get("loss", []))
     args.lr_schedule = args.lr_schedule or recorded.get("lr_schedule") or "plateau"
+    if args.resume and args.optimizer and args.optimizer != recorded.get("optimizer", "adam"):
+        raise EdgeFerError(f"--resume: {args.out} trains with {recorded.get('optimizer', 'adam')}, not "
+                           f"{args.optimizer} (the checkpoint carries its optimizer's state)")
+    args.optimizer = args.optimizer or recorded.get("optimizer") or "adam"
+    if not 0 <= args.erasing <= 1 or (args.erasing and args.no_augment):
+        raise EdgeFerError(f"--erasing {args.erasing:g}: give a probability between 0 and 1, without --no-augment")
     if args.lr_schedule == "cosine-minutes" and not args.max_minutes:
         raise EdgeFerError("--lr-schedule cosine-minutes anneals over --max-minutes: give it")
     if args.resume and initial_epoch >= args.epochs:  # Keras would return at once, a cosine schedule never run
@@ -123,7 +136,8 @@ def run(args: argparse.Namespace) -> dict:
     if unknown:
         raise EdgeFerError(f"{args.arch} has no hyperparameter {', '.join(unknown)} "
                            f"(it takes {', '.join(hyperparameters(args.arch))})")
-    lr = args.lr or (config.lr if config else None) or (1e-4 if args.arch == "seed-cnn" else 1e-3)
+    lr = args.lr or (config.lr if config else None) or (
+        1e-2 if args.optimizer == "sgd" else 1e-4 if args.arch == "seed-cnn" else 1e-3)
     keras.utils.set_random_seed(args.seed)
 
     x_train = scale_pixels(train.x, DEFAULT_SCALING)[..., None]
@@ -151,13 +165,17 @@ def run(args: argparse.Namespace) -> dict:
         lr = args.lr or (recorded.get("peak_lr") if args.lr_schedule == "cosine" else None) \
             or float(model.optimizer.learning_rate.numpy())
         model.optimizer.learning_rate.assign(lr)
+        if model.name == AUGMENTED:  # the probability may change between sessions; the layer reads it when traced
+            model.get_layer("augment").erasing = args.erasing
         print(f"resuming {args.out} at epoch {initial_epoch + 1} of {args.epochs} ({args.lr_schedule}, "
               f"learning rate {lr:g})", file=sys.stderr)
     else:
         model = build(args.arch, x_train.shape[1:], n_classes, **hp)
         if not args.no_augment:
-            model = with_augmentation(model, args.seed)
-        model.compile(optimizer=keras.optimizers.Adam(lr),
+            model = with_augmentation(model, args.seed, args.erasing)
+        optimizer = (keras.optimizers.SGD(lr, momentum=0.9, nesterov=True) if args.optimizer == "sgd"
+                     else keras.optimizers.Adam(lr))
+        model.compile(optimizer=optimizer,
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
                       metrics=["accuracy"])
     config_record = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}
@@ -227,7 +245,8 @@ def run(args: argparse.Namespace) -> dict:
                "teacher_mix": args.teacher_mix if args.teacher else 0.0,
                "label_smoothing": args.label_smoothing, "class_weights_power": args.class_weights,
                "backend": keras.backend.backend(),
-               "augment": not args.no_augment, "lr_schedule": args.lr_schedule,
+               "augment": not args.no_augment, "erasing": args.erasing, "optimizer": args.optimizer,
+               "lr_schedule": args.lr_schedule,
                "hyperparameters": {**hp, "lr": lr}, "weight_average": averaged},
         history=history)
     line = f"val acc {metrics['val']['accuracy']:.4f}"
@@ -241,7 +260,7 @@ AUGMENTED = "augmented"  # the name of the training graph, to tell its checkpoin
 TAIL = "tail"  # the run folder's subfolder of per-epoch weights for --average-last
 
 
-def with_augmentation(network, seed: int):
+def with_augmentation(network, seed: int, erasing: float = 0.0):
     """``network`` behind on-the-fly augmentation: the graph ``fit`` trains and the checkpoints hold.
 
     The augmentation acts only in training, so validation sees the faces as they are. Being a
@@ -254,7 +273,8 @@ def with_augmentation(network, seed: int):
     from .common.keras_env import keras
 
     inputs = keras.Input(network.input_shape[1:])
-    return keras.Model(inputs, network(FaceAugment(seed=seed, name="augment")(inputs)), name=AUGMENTED)
+    augment = FaceAugment(seed=seed, erasing=erasing, name="augment")
+    return keras.Model(inputs, network(augment(inputs)), name=AUGMENTED)
 
 
 def load_checkpoint(path: Path):
