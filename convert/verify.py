@@ -19,14 +19,12 @@ from edge_fer.bench import ms_per_face as bench_ms_per_face
 from edge_fer.classifier import TFLiteClassifier
 from edge_fer.datasets import LabeledFaces
 from edge_fer.metadata import ModelMetadata
-from edge_fer.preprocess import scale_pixels, zoom_faces
+from edge_fer.preprocess import Scaling, scale_pixels, zoom_faces
 from edge_fer.views import ZOOM_CANDIDATES, Views
 
 from training.common.reports import split_metrics
 
 from . import MAX_MS_PER_FACE
-
-
 
 
 def view_candidates(mirror: bool | None = None, scales: Sequence[float] | None = None) -> list[Views]:
@@ -41,8 +39,8 @@ class Reference:
     """One labelled split and the float Keras model checked against, its answers per view computed once."""
 
     faces: LabeledFaces
-    model: Any
-    scaling: Any
+    model: Any  # a keras.Model (typed loosely: this module loads without TensorFlow)
+    scaling: Scaling
     _probs: dict[tuple[float, bool], np.ndarray] = field(default_factory=dict, repr=False)
 
     def pred(self, views: Views) -> np.ndarray:
