@@ -75,13 +75,20 @@ def card(docs_dir: Path, model: Path) -> str:
         + f", best on val at epoch {run.get('best_epoch', src.get('best_epoch', '?'))}; schedule "
         f"{run.get('lr_schedule', '?')}, augmentation {'on' if run.get('augment') else 'off'}, label smoothing "
         f"{run.get('label_smoothing', 0)}, backend {run.get('backend', '?')}, code at {run.get('git_commit', '?')[:10]}.",
-        "- Command:",
-        "",
-        "  ```bash",
-        f"  {training_command(config)}" if config else "  (this run recorded no train_config.json: see docs/results.md)",
-        f"  python -m convert --run {src.get('run', 'RUN')} --edgetpu --ship",
-        "  ```",
-        "",
+    ]
+    avg = run.get("weight_average")
+    if avg:
+        lines.append(f"- Weights of epochs {avg['epochs'][0]}-{avg['epochs'][1]} averaged: val "
+                     f"{avg['val_accuracy']:.2%} against {avg['best_epoch_val_accuracy']:.2%} for the best epoch, so "
+                     f"the shipped network is {'the average' if avg['chosen'] else 'the best epoch'}.")
+    if config:
+        lines += ["- Commands (from a clone with the data; the second converts, checks and ships):", "", "  ```bash",
+                  f"  {training_command(config)}", f"  python -m convert --run {config['out']} --edgetpu --ship",
+                  "  ```", ""]
+    else:
+        lines += ["- Commands: this run kept no train_config.json; docs/results.md gives the commands that "
+                  "retrain and convert it.", ""]
+    lines += [
         "## How well it does (device path: int8, its views, this file)",
         "",
         "| split | accuracy | macro-F1 | float (Keras) | int8 = float |",
