@@ -511,3 +511,22 @@ def test_the_last_epochs_are_averaged_into_one_network_kept_only_if_better_on_va
     expected = train.average_weights(keras.models.clone_model(network), [out / "tail" / n for n in tail[1:]])
     same = all(np.allclose(a, b) for a, b in zip(network.get_weights(), expected.get_weights()))
     assert same == avg["chosen"]
+
+
+@pytest.mark.slow
+def test_a_resumed_session_draws_new_augmentations_and_orders(tmp_path):
+    """A checkpoint does not keep the random streams: a resumed session must not replay the first epochs' images."""
+    from training import train
+
+    data = write_npz(tmp_path / "d.npz", {"train": 210, "val": 70})
+    out = tmp_path / "run"
+    train.run(_train_args(data, out, "--epochs", "1", "--lr-schedule", "cosine"))
+    checkpoint = train.load_checkpoint(out / "last.keras")
+    augment = checkpoint.get_layer("augment")
+    x = np.random.default_rng(0).random((8, 48, 48, 1), np.float32)
+    replayed = np.asarray(augment(x, training=True))  # a loaded layer starts its stream over ...
+    train.fresh_streams(augment, 1234, 1)
+    fresh = np.asarray(augment(x, training=True))
+    assert not np.allclose(replayed, fresh)  # ... and a resumed session starts a new one
+    train.fresh_streams(augment, 1234, 1)
+    np.testing.assert_allclose(np.asarray(augment(x, training=True)), fresh)  # reproducibly

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> dict:
                            f"(it takes {', '.join(hyperparameters(args.arch))})")
     lr = args.lr or (config.lr if config else None) or (
         1e-2 if args.optimizer == "sgd" else 1e-4 if args.arch == "seed-cnn" else 1e-3)
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(args.seed + initial_epoch)  # a resumed session draws new orders (see fresh_streams)
 
     x_train = scale_pixels(train.x, DEFAULT_SCALING)[..., None]
     x_val = scale_pixels(splits.val.x, DEFAULT_SCALING)[..., None]
@@ -167,6 +167,7 @@ def run(args: argparse.Namespace) -> dict:
         model.optimizer.learning_rate.assign(lr)
         if model.name == AUGMENTED:  # the probability may change between sessions; the layer reads it when traced
             model.get_layer("augment").erasing = args.erasing
+            fresh_streams(model.get_layer("augment"), args.seed, initial_epoch)
         print(f"resuming {args.out} at epoch {initial_epoch + 1} of {args.epochs} ({args.lr_schedule}, "
               f"learning rate {lr:g})", file=sys.stderr)
     else:
@@ -287,6 +288,19 @@ def load_checkpoint(path: Path):
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise EdgeFerError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); "
                            f"a run stopped while writing it: copy best.keras over it, or start the run again") from None
+
+
+def fresh_streams(augment, seed: int, epoch: int) -> None:
+    """Start ``augment``'s random stream where no earlier session of the run has drawn.
+
+    A checkpoint does not keep the stream's position, and the trainer seeds the shuffling
+    likewise, so without this every resumed session would replay the faces of the run's first
+    epochs with the very same shifts, flips and lighting, in the very same order: the network
+    sees those exact images again and again (its training accuracy jumps, nothing new is
+    learnt). Seeding by the epoch the session starts at keeps a resumed run reproducible.
+    """
+    state = augment.seed_generator.state
+    state.assign(np.array([seed + epoch, 0], dtype=state.dtype))
 
 
 def network_of(model):
