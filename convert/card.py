@@ -19,24 +19,14 @@ from edge_fer.classifier import MODELS_DIR
 from edge_fer.errors import ModelError, exit_status
 from edge_fer.metadata import load_metadata
 
+from training.common.runs import training_command
+
 from . import SHIPPED_DOCS
 
-_NOT_ARGS = ("command", "resume", "verbose", "peak_lr", "resumed_at_epochs", "func")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def training_command(config: dict[str, Any]) -> str:
-    """``python -m training train ...`` with every setting the run recorded (its defaults spelled out too)."""
-    parts = ["python -m training train"]
-    for key, value in config.items():
-        if key in _NOT_ARGS or value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        parts.append(flag if value is True else f"{flag} {value}")
-    return " ".join(parts)
 
 
 def _epochs(docs_dir: Path) -> int | None:

@@ -4,7 +4,8 @@ import subprocess
 import sys
 
 from convert import SHIPPED_DOCS
-from convert.card import card, training_command
+from convert.card import card
+from training.common.runs import training_command
 from edge_fer.classifier import MODELS_DIR
 from edge_fer.metadata import load_metadata
 from support import ROOT

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -530,3 +531,43 @@ def test_a_resumed_session_draws_new_augmentations_and_orders(tmp_path):
     assert not np.allclose(replayed, fresh)  # ... and a resumed session starts a new one
     train.fresh_streams(augment, 1234, 1)
     np.testing.assert_allclose(np.asarray(augment(x, training=True)), fresh)  # reproducibly
+
+
+def test_status_says_where_a_run_stands_and_how_to_go_on(tmp_path, capsys):
+    from training.__main__ import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "history.csv").write_text("epoch,accuracy,learning_rate,loss,val_accuracy,val_loss\n"
+                                     "0,0.40,0.001,1.5,0.45,1.4\n1,0.50,0.0009,1.3,0.52,1.3\n2,0.55,0.0008,1.2,0.50,1.3\n")
+    (run / "train_config.json").write_text(json.dumps(
+        {"command": "train", "data": "d.npz", "out": str(run), "width": 32, "epochs": 10, "lr_schedule": "cosine",
+         "resume": True, "no_augment": False, "peak_lr": 0.001, "resumed_at_epochs": [1]}))
+    (run / "last.keras").write_bytes(b"a checkpoint")
+    (run / "train.log").write_text("Epoch 1/10\n225/225 - 150s - 666ms/step - accuracy: 0.4\n"
+                                   "Epoch 2/10\n225/225 - 170s - 755ms/step - accuracy: 0.5\n"
+                                   "Epoch 3/10\n225/225 - 160s - 711ms/step - accuracy: 0.55\n")
+    assert main(["status", str(run), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert (s["epochs_done"], s["epochs_total"], s["best_epoch"], s["best_val_accuracy"]) == (3, 10, 2, 0.52)
+    assert s["seconds_per_epoch"] == 160 and s["training_now"] is False
+    assert s["resume_command"].startswith(f"nohup nice -n 10 python -m training train --data d.npz --out {run} "
+                                          "--width 32 --epochs 10 --lr-schedule cosine --resume")
+    assert main(["status", str(run)]) == 0
+    text = capsys.readouterr().out
+    assert "epoch 3 of 10 (cosine), about 0.3 h left at 2.7 min/epoch; not training" in text
+    assert main(["status", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: no run folder {tmp_path / 'nope'}"
+    # A process whose command line trains into this folder (a stand-in that only sleeps) counts as training it.
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "training", "train", "--out",
+                                run.name], cwd=tmp_path)
+    try:
+        from training.status import status
+
+        deadline = time.monotonic() + 30  # the child may not show its command line the moment it starts
+        while not status(run).training_now and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status(run).training_now
+    finally:
+        trainer.kill()
+        trainer.wait()

@@ -11,6 +11,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from edge_fer.errors import EdgeFerError, ModelError
 
@@ -39,6 +40,21 @@ def read_history(path: Path) -> dict[str, list[float]]:
     with open(path) as f:
         rows = list(csv.DictReader(f))
     return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
+
+
+_NOT_ARGS = ("command", "resume", "verbose", "peak_lr", "resumed_at_epochs", "func")  # recorded, not options
+
+
+def training_command(config: dict[str, Any]) -> str:
+    """``python -m training train ...`` with every setting a run recorded in its train_config.json (defaults
+    spelled out too), so the command that made a run, or continues it with ``--resume``, can be read back."""
+    parts = ["python -m training train"]
+    for key, value in config.items():
+        if key in _NOT_ARGS or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts.append(flag if value is True else f"{flag} {value}")
+    return " ".join(parts)
 
 
 def read_run(out: Path) -> tuple[dict[str, list[float]], dict]:
