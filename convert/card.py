@@ -64,7 +64,8 @@ def card(docs_dir: Path, model: Path) -> str:
                                                      if resumed else "")
         + f", best on val at epoch {run.get('best_epoch', src.get('best_epoch', '?'))}; schedule "
         f"{run.get('lr_schedule', '?')}, augmentation {'on' if run.get('augment') else 'off'}, label smoothing "
-        f"{run.get('label_smoothing', 0)}, backend {run.get('backend', '?')}, code at {run.get('git_commit', '?')[:10]}.",
+        f"{run.get('label_smoothing', 0)}, backend {run.get('backend', '?')}, "
+        f"code at {run.get('git_commit', '?')[:10]}.",
     ]
     avg = run.get("weight_average")
     if avg:

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Choose a TFLite network's test-time views (mirror, zooms) on val within a time budget,\n"
                     "store them in its metadata with the int8 figures measured through them, and refit its\n"
                     "temperature; test is reported, never used to choose.",
-        epilog="example:\n  python -m convert views --model edge_fer/models/default.json --data ../shared/data/fer2013.npz")
+        epilog="example:\n  python -m convert views --model edge_fer/models/default.json "
+               "--data ../shared/data/fer2013.npz")
     p.add_argument("--model", type=Path, required=True, metavar="FILE", help="a network's .tflite or .json")
     p.add_argument("--data", type=Path, required=True, metavar="PATH",
                    help="labelled faces with a val split (chooses) and optionally a test split (reported)")

@@ -73,7 +73,8 @@ class ModelMetadata:
             temperature = float("nan")
         if not 0 < temperature < float("inf"):
             raise ModelError(f"{where}: 'temperature' must be a positive number, not {d.get('temperature')!r}")
-        return cls(labels=labels, input_size=(h, w), scaling=scaling, view_scales=parse_scales(d.get("view_scales", [1.0]), f"{where}: 'view_scales'"),
+        view_scales = parse_scales(d.get("view_scales", [1.0]), f"{where}: 'view_scales'")
+        return cls(labels=labels, input_size=(h, w), scaling=scaling, view_scales=view_scales,
                    face_margin=float(d.get("face_margin", DEFAULT_MARGIN)), kind=str(d.get("kind", "tflite")),
                    flip_average=bool(d.get("flip_average", False)), output=output, temperature=temperature,
                    quantization=str(d.get("quantization", "unknown")), sha256=d.get("sha256"),

@@ -152,7 +152,7 @@ def detect(detector: Detector, frame: Frame) -> list[Detection]:
 
 
 def classify_image(classifier: Classifier, detector: Detector, frame: Frame | np.ndarray,
-                   align: bool = True) -> list[FaceResult]:
+                   align: bool) -> list[FaceResult]:
     """All faces of a still image (a Frame, or a gray or BGR array), unsmoothed (``predict`` and image folders)."""
     if isinstance(frame, np.ndarray):
         frame = Frame(0, 0.0, to_gray(frame), frame if frame.ndim == 3 else None)

@@ -36,7 +36,7 @@ def test_a_photo_without_a_face_is_counted_not_dropped(photos):
     astronaut = by_file["happy/astronaut.jpg"]
     # The photo's answer is exactly what predict gives for its largest face.
     detector = make_detector(resolve({}, {}, read_secrets=False))  # the default detector, as the command uses
-    expected = max(classify_image(load_classifier(), detector, cv2.imread(str(SAMPLE))),
+    expected = max(classify_image(load_classifier(), detector, cv2.imread(str(SAMPLE)), align=True),
                    key=lambda f: f.box[2] * f.box[3])
     assert astronaut["emotion"] == expected.emotion and astronaut["box"] == list(expected.box)
     assert astronaut["score"] == pytest.approx(expected.score, abs=1e-4)
