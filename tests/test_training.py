@@ -400,9 +400,14 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
 
     data = write_npz(tmp_path / "d.npz", {"train": 280, "val": 70, "test": 70})
     script = str(ROOT / "scripts" / "device-train")
+    from support import FIXTURES
+
     subprocess.run([sys.executable, script, "pack", "--data", str(data), "--dest", str(tmp_path / "pack"),
-                    "--no-wheels"], check=True, capture_output=True, timeout=120)
+                    "--no-wheels", "--teacher", str(FIXTURES / "tiny_int8.tflite")], check=True, capture_output=True,
+                   timeout=120)
     assert not list((tmp_path / "pack").glob("test*")), "test faces never leave the workstation"
+    teacher = tmp_path / "pack" / "teacher.npy"  # the teacher's answers travel, not its runtime
+    assert np.load(teacher).shape == (280, 7)
     hook = tmp_path / "no_tensorflow"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(
@@ -415,7 +420,8 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, script, "train", "--pack", str(tmp_path / "pack"), "--runs", str(tmp_path / "there"),
-         "--out", str(out), "--minutes", "0.01", "--backend", "jax", "--run", "tiny=--width 4 --batch-size 64",
+         "--out", str(out), "--minutes", "0.01", "--backend", "jax",
+         "--run", f"tiny=--width 4 --batch-size 64 --teacher {teacher}",
          "--deadline", "12"],  # not the default 3 minutes: on a busy 2-core machine one epoch may take longer
         env={**os.environ, "PYTHONPATH": str(hook), "OUT": ""}, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
@@ -432,6 +438,7 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     assert " here" not in (run / "train.log").read_text()  # nothing tried TensorFlow, DEAP or Keras Tuner
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["backend"] == "jax" and metrics["epochs"] == 1 and "test" not in metrics
+    assert metrics["teacher"] == str(teacher) and metrics["teacher_mix"] == 0.5
     assert not (run / "best.keras").exists()  # only what the trip back needs
     verify = json.loads((run / "model_int8.verify.json").read_text())
     assert "test" in verify["splits"]  # scored here, where the test faces are
@@ -571,3 +578,22 @@ def test_status_says_where_a_run_stands_and_how_to_go_on(tmp_path, capsys):
     finally:
         trainer.kill()
         trainer.wait()
+
+
+def test_a_teacher_can_come_as_stored_probabilities(tmp_path):
+    """What `scripts/device-train pack --teacher` carries: the teacher's probabilities, row for row; a wrong file
+    is one clear error."""
+    from edge_fer.errors import DataError
+    from edge_fer.labels import FER2013_LABELS
+    from training.common.data import teacher_targets
+
+    x, _ = faces(12)
+    probs = np.random.default_rng(0).dirichlet(np.ones(7), 12)
+    np.save(tmp_path / "t.npy", probs)
+    np.testing.assert_allclose(teacher_targets(tmp_path / "t.npy", x, FER2013_LABELS), probs, rtol=1e-6)
+    np.save(tmp_path / "short.npy", probs[:5])
+    with pytest.raises(DataError, match=r"expected probabilities for 12 training faces and 7 classes"):
+        teacher_targets(tmp_path / "short.npy", x, FER2013_LABELS)
+    (tmp_path / "junk.npy").write_text("not numpy")
+    with pytest.raises(DataError, match="cannot read it"):
+        teacher_targets(tmp_path / "junk.npy", x, FER2013_LABELS)

@@ -68,7 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ferplus", type=Path, default=None, help="ferplus_votes.npz for soft targets")
     p.add_argument("--ferplus-mix", type=float, default=0.5, help="share of the FER+ vote distribution in targets")
     p.add_argument("--teacher", type=Path, default=None, metavar="MODEL",
-                   help="distil: mix this model's probabilities (any model edge-fer runs, e.g. an ensemble .json) "
+                   help="distil: mix this model's probabilities (any model edge-fer runs, e.g. an ensemble .json, "
+                        "or a .npy of them for the training faces from 'scripts/device-train pack --teacher') "
                         "into the training targets")
     p.add_argument("--teacher-mix", type=float, default=0.5, help="share of the teacher's probabilities in targets")
     p.add_argument("--no-augment", action="store_true", help="turn off flip/shift/rotate/zoom/brightness/contrast")

@@ -78,10 +78,14 @@ def teacher_targets(model_path: str | Path, x: np.ndarray, labels: tuple[str, ..
     """A trained model's probabilities for each uint8 face in ``x``: soft targets for distillation.
 
     The teacher is anything ``edge_fer`` loads (an int8 TFLite model, an ensemble), run through the
-    device's own path (its preprocessing, mirror averaging, combiner), so a student learns what
+    device's own path (its preprocessing, test-time views, combiner), so a student learns what
     the deployed teacher says, not a float twin of it. An ensemble too slow for the Pi's budget
-    can teach a single network that fits it.
+    can teach a single network that fits it. A ``.npy`` is such probabilities computed already,
+    row for row with ``x``: ``scripts/device-train pack --teacher`` carries them to a GPU machine
+    that has no interpreter.
     """
+    if Path(model_path).suffix == ".npy":
+        return _stored_targets(Path(model_path), len(x), len(labels))
     from edge_fer.classifier import load_classifier
     from edge_fer.evaluate import predict_all
 
@@ -93,6 +97,17 @@ def teacher_targets(model_path: str | Path, x: np.ndarray, labels: tuple[str, ..
         raise DataError(f"teacher {model_path} takes {teacher.input_size[0]}x{teacher.input_size[1]} faces, "
                         f"the data has {x.shape[1]}x{x.shape[2]}")
     return predict_all(teacher, x).astype(np.float32)
+
+
+def _stored_targets(path: Path, n: int, n_classes: int) -> np.ndarray:
+    try:
+        probs = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"teacher {path}: cannot read it ({exc})") from None
+    if probs.shape != (n, n_classes) or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+        raise DataError(f"teacher {path}: expected probabilities for {n} training faces and {n_classes} classes "
+                        f"(rows summing to 1), found an array of shape {probs.shape}")
+    return probs.astype(np.float32)
 
 
 def class_weights(y: np.ndarray, n_classes: int, power: float = 0.5) -> np.ndarray:
