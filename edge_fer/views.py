@@ -1,8 +1,9 @@
 """Test-time views: a face classified as cut, slightly zoomed out, and mirrored, the answers averaged.
 
 A network trained on shifted, zoomed and mirrored faces answers a little differently for each
-small change of framing; averaging a few framings is measured to add 0.4-1.1 points of FER2013
-val over the mirror alone (docs/results.md, 2026-11-30), at one network pass per view. The views
+small change of framing; averaging a few framings added 0.6-1.1 points of FER2013 val over the
+mirror alone on three networks, but 0.03 on test for the one measured there (docs/results.md,
+2026-11-30), at one network pass per view: a choice to make per network, on val. The views
 belong to the model: its metadata names them (``flip_average``, ``view_scales``), conversion
 chooses them on val within a time budget, and evaluation, calibration and the device all go
 through :meth:`Views.expand` and :meth:`Views.fold`, so they compute the same thing. A zoom is
