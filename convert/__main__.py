@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-ms-per-face", type=float, default=MAX_MS_PER_FACE, metavar="MS",
                    help="time budget for the automatic choice of views: single-thread ms per face, every view "
                         f"included (default: {MAX_MS_PER_FACE:g})")
+    p.add_argument("--temperature", type=float, metavar="T",
+                   help="take this temperature instead of fitting one on val (a model that trained on val, "
+                        "--fit-on train+val, takes its train-only twin's)")
     p.add_argument("--edgetpu", action="store_true",
                    help="also write a batch-1 model for the Coral Edge TPU, list ops that would run on the CPU, "
                         "and compile it if edgetpu_compiler is on the PATH")
@@ -104,7 +108,14 @@ def run(args: argparse.Namespace) -> None:
         raise EdgeFerError("--calibration-samples and --limit must be at least 1")
     if not args.max_ms_per_face > 0:
         raise EdgeFerError("--max-ms-per-face must be a positive number of milliseconds")
+    if args.temperature is not None and not 0 < args.temperature < float("inf"):
+        raise EdgeFerError("--temperature must be a positive number")
     scales = None if args.view_scales == "auto" else parse_scales(args.view_scales.split(","), "--view-scales")
+
+    if _trained_on_val(keras_path) and ("auto" in (args.flip_average, args.view_scales) or args.temperature is None):
+        raise EdgeFerError(f"{keras_path.parent} trained on val (--fit-on train+val), so val cannot choose its views "
+                           f"or temperature: give --flip-average, --view-scales and --temperature as converted for "
+                           f"its train-only twin")
 
     from .export import RunInfo, export  # imports TensorFlow
     from .verify import view_candidates
@@ -127,7 +138,8 @@ def run(args: argparse.Namespace) -> None:
     splits = load_splits(data, seed=int(info.config.get("seed", 0)))
     results = export(model, splits, args.out or keras_path.parent, args.name, formats, info.source(model),
                      scaling=info.scaling, calibration_samples=args.calibration_samples, limit=args.limit,
-                     edgetpu=args.edgetpu, views=candidates, max_ms=args.max_ms_per_face)
+                     edgetpu=args.edgetpu, views=candidates, max_ms=args.max_ms_per_face,
+                     temperature=args.temperature)
     for r in results:
         print(f"wrote {r.path} (+ .json, .verify.json)" + (f", {r.edgetpu.model.name}" if r.edgetpu else ""),
               file=sys.stderr)
@@ -140,6 +152,14 @@ def run(args: argparse.Namespace) -> None:
                   file=sys.stderr)
         for path in ship(int8.path, info.run_dir):
             print(f"shipped {path}", file=sys.stderr)
+
+
+def _trained_on_val(keras_path: Path) -> bool:
+    """The run's metrics.json says val was among its training faces (``--fit-on train+val``)."""
+    try:
+        return bool(json.loads((keras_path.parent / "metrics.json").read_text()).get("val_seen_in_training"))
+    except (OSError, ValueError, AttributeError):
+        return False  # no readable metrics: RunInfo reports a broken file in its own words
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,7 @@ class CalibrationReport:
 
     def summary(self) -> dict[str, dict[str, float]]:
         """The figures kept in the model's metadata (``extra.temperature_fit``), rounded."""
-        out: dict[str, Any] = {"split": self.fitted_on, "n": self.before[self.fitted_on].n}
+        out: dict[str, Any] = {"split": self.fitted_on, "n": self.before["val"].n}
         for split in self.before:
             b, a = self.before[split], self.after[split]
             out[split] = {"ece_before": round(b.ece, 4), "ece_after": round(a.ece, 4),
@@ -53,14 +53,19 @@ class CalibrationReport:
         return out
 
     def line(self) -> str:
-        parts = [f"{self.model}: temperature {self.temperature:.4f} (fitted on {self.fitted_on})"]
+        how = "given, not fitted" if self.fitted_on == "given" else f"fitted on {self.fitted_on}"
+        parts = [f"{self.model}: temperature {self.temperature:.4f} ({how})"]
         parts += [f"{split} ECE {self.before[split].ece:.4f} -> {self.after[split].ece:.4f}, "
                   f"NLL {self.before[split].nll:.4f} -> {self.after[split].nll:.4f}" for split in self.before]
         return "; ".join(parts)
 
 
-def calibrate(model_path: Path, val: LabeledFaces, test: LabeledFaces | None = None) -> CalibrationReport:
-    """Fit the temperature of the TFLite network ``model_path`` on ``val``; report val and test before/after."""
+def calibrate(model_path: Path, val: LabeledFaces, test: LabeledFaces | None = None,
+              temperature: float | None = None) -> CalibrationReport:
+    """Fit the temperature of the TFLite network ``model_path`` on ``val``; report val and test before/after.
+
+    A given ``temperature`` is taken instead of fitted (a model that trained on val takes its
+    train-only twin's): the report then says so."""
     meta = load_metadata(model_path)
     if meta.kind != TFLiteClassifier.kind:
         raise ModelError(f"{model_path}: a temperature is fitted for one TFLite network, not kind {meta.kind!r} "
@@ -72,8 +77,9 @@ def calibrate(model_path: Path, val: LabeledFaces, test: LabeledFaces | None = N
     raw = {"val": (RawOutputs.of(classifier, val.x), val.y)}
     if test is not None:
         raw["test"] = (RawOutputs.of(classifier, test.x), test.y)
-    temperature = fit_temperature(*raw["val"])
-    return CalibrationReport(model=model_path.name, temperature=temperature, fitted_on="val",
+    fitted_on = "val" if temperature is None else "given"
+    temperature = fit_temperature(*raw["val"]) if temperature is None else temperature
+    return CalibrationReport(model=model_path.name, temperature=temperature, fitted_on=fitted_on,
                              before={s: calibration(r.probs(1.0), y) for s, (r, y) in raw.items()},
                              after={s: calibration(r.probs(temperature), y) for s, (r, y) in raw.items()})
 
@@ -103,7 +109,7 @@ def plot_reliability(report: CalibrationReport, path: Path) -> None:
     matplotlib.use("Agg")  # files only
     import matplotlib.pyplot as plt
 
-    split = "test" if "test" in report.before else report.fitted_on
+    split = "test" if "test" in report.before else "val"
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
     for ax, (title, cal) in zip(axes, (("temperature 1", report.before[split]),
                                        (f"temperature {report.temperature:.3f}", report.after[split]))):
@@ -122,7 +128,8 @@ def plot_reliability(report: CalibrationReport, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"accuracy ({split}, n={report.before[split].n})")
     axes[0].legend(loc="upper left")
-    fig.suptitle(f"{report.model}: reliability on {split}, temperature fitted on {report.fitted_on}")
+    fig.suptitle(f"{report.model}: reliability on {split}, temperature "
+                 + ("given" if report.fitted_on == "given" else f"fitted on {report.fitted_on}"))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -101,11 +101,13 @@ class Exported:
 def export(model: keras.Model, splits: Splits, out_dir: Path, name: str, formats: Sequence[str],
            source: dict[str, Any], scaling: Scaling = DEFAULT_SCALING, calibration_samples: int = 500,
            limit: int | None = None, edgetpu: bool = False, views: Sequence[Views] | None = None,
-           max_ms: float = MAX_MS_PER_FACE, timing_runs: int = 300) -> list[Exported]:
+           max_ms: float = MAX_MS_PER_FACE, temperature: float | None = None,
+           timing_runs: int = 300) -> list[Exported]:
     """Convert ``model`` to each of ``formats`` in ``out_dir`` and verify each on val (and test).
 
     ``limit`` caps the val and test faces; val chooses the test-time views among ``views`` (default:
-    every candidate of :func:`convert.verify.view_candidates`) within ``max_ms`` per face.
+    every candidate of :func:`convert.verify.view_candidates`) within ``max_ms`` per face; the
+    temperature is fitted on val unless ``temperature`` gives it.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = ModelMetadata(labels=FER2013_LABELS, input_size=input_size(model), scaling=scaling, source=source,
@@ -115,7 +117,7 @@ def export(model: keras.Model, splits: Splits, out_dir: Path, name: str, formats
     references = {name: reference(model, faces if not limit else
                                   LabeledFaces(faces.x[:limit], faces.y[:limit], faces.labels), meta)
                   for name, faces in (("val", splits.val), ("test", splits.test)) if faces is not None}
-    job = _Job(model, meta, calibration, references, timing_runs, max_ms)
+    job = _Job(model, meta, calibration, references, timing_runs, max_ms, temperature)
     compiler = find_compiler() if edgetpu else None
     if edgetpu and compiler is None:
         _say(f"warning: {missing_compiler_message()}")
@@ -142,6 +144,7 @@ class _Job:
     references: dict[str, Reference]
     timing_runs: int
     max_ms: float
+    temperature: float | None
 
     def convert(self, fmt: str, path: Path, views: Sequence[Views] | None, batch_size: int | None = None) -> Exported:
         """Write ``path``, verify it, then write its metadata (figures folded in) and its ``.verify.json``."""
@@ -155,7 +158,7 @@ class _Job:
         meta = replace(with_views(meta, verification.views), metrics=verification.metrics())
         save_metadata(path, meta)
         fit = calibrate(path, self.references["val"].faces,
-                        self.references["test"].faces if "test" in self.references else None)
+                        self.references["test"].faces if "test" in self.references else None, self.temperature)
         store(path, fit)  # the temperature the device applies, fitted on val through the device's own path
         write_report(fit, path.with_suffix(""))
         op_check = check_ops(path) if fmt in INTEGER_FORMATS else None

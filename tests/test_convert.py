@@ -304,3 +304,23 @@ def test_committed_fixtures_are_small_and_valid(name):
     clf = load_classifier(path)
     assert clf.batchable and clf.metadata.quantization == name.split("_")[1]
     assert clf.predict(faces(3)[0]).shape == (3, 7)
+
+
+def test_a_model_that_trained_on_val_takes_its_views_and_temperature_as_given(keras_file, data, tmp_path, capsys):
+    """--fit-on train+val: val cannot choose, so conversion wants the train-only twin's choices spelled out."""
+    import shutil
+
+    run = tmp_path / "final"
+    run.mkdir()
+    shutil.copy(keras_file, run / "model.keras")
+    (run / "metrics.json").write_text(json.dumps({"data": str(data), "fit_on": "train+val",
+                                                  "val_seen_in_training": True}))
+    argv = ["--run", str(run), "--format", "float32", "--limit", "20"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "trained on val (--fit-on train+val)" in err and "--temperature" in err
+    assert main([*argv, "--flip-average", "on", "--view-scales", "1", "--temperature", "1.3"]) == 0
+    meta = load_metadata(run / "model_float32.tflite")
+    assert meta.temperature == 1.3 and meta.extra["temperature_fit"]["split"] == "given"
+    assert meta.flip_average and meta.view_scales == (1.0,)
+    assert json.loads((run / "model_float32.calibration.json").read_text())["fitted_on"] == "given"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge_fer.datasets import available_splits, load_split
-from edge_fer.errors import DataError
+from edge_fer.errors import DataError, EdgeFerError
 from edge_fer.labels import FER2013_LABELS
 from support import ROOT
 from synthetic import faces, write_csv, write_folder, write_npz
@@ -597,3 +597,18 @@ def test_a_teacher_can_come_as_stored_probabilities(tmp_path):
     (tmp_path / "junk.npy").write_text("not numpy")
     with pytest.raises(DataError, match="cannot read it"):
         teacher_targets(tmp_path / "junk.npy", x, FER2013_LABELS)
+
+
+@pytest.mark.slow
+def test_a_final_fit_on_train_and_val_keeps_the_last_epoch_and_says_val_was_seen(tmp_path):
+    from training import train
+
+    data = write_npz(tmp_path / "d.npz", {"train": 210, "val": 70})
+    out = tmp_path / "run"
+    metrics = train.run(_train_args(data, out, "--epochs", "2", "--lr-schedule", "cosine", "--fit-on", "train+val"))
+    assert metrics["fit_on"] == "train+val" and metrics["val_seen_in_training"] is True
+    assert metrics["train_images"] == 280 and metrics["best_epoch"] == 2  # the last epoch, whatever val says
+    with pytest.raises(EdgeFerError, match="fits on train\\+val, not train"):
+        train.run(_train_args(data, out, "--epochs", "3", "--resume", "--fit-on", "train"))
+    with pytest.raises(EdgeFerError, match="plain labels"):
+        train.run(_train_args(data, tmp_path / "r2", "--fit-on", "train+val", "--teacher", str(tmp_path / "t.npy")))

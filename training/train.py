@@ -77,6 +77,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="random erasing: with probability P a face gets one rectangle (2-20%% of its area) of "
                         "noise, after the other augmentations (default 0: off)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke tests)")
+    p.add_argument("--fit-on", choices=("train", "train+val"), default=None,
+                   help="train (default), or train+val: the final fit of a recipe chosen on val (its schedule and "
+                        "epochs fixed by a train-only twin run). Val then trains too, so it can no longer choose: "
+                        "model.keras is the last epoch (or the --average-last average) and its val figures are "
+                        "marked as seen")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.keras")
     p.add_argument("--average-last", type=int, default=0, metavar="K",
                    help="keep the network's weights after each of the run's last K epochs (in OUT/tail/) and, when "
@@ -101,6 +106,12 @@ def run(args: argparse.Namespace) -> dict:
         raise EdgeFerError(f"--resume: {args.out} trains with {recorded.get('optimizer', 'adam')}, not "
                            f"{args.optimizer} (the checkpoint carries its optimizer's state)")
     args.optimizer = args.optimizer or recorded.get("optimizer") or "adam"
+    if args.resume and args.fit_on and args.fit_on != recorded.get("fit_on", "train"):
+        raise EdgeFerError(f"--resume: {args.out} fits on {recorded.get('fit_on', 'train')}, not {args.fit_on}")
+    args.fit_on = args.fit_on or recorded.get("fit_on") or "train"
+    final_fit = args.fit_on == "train+val"
+    if final_fit and (args.ferplus or args.teacher):
+        raise EdgeFerError("--fit-on train+val takes plain labels: FER+ votes and teachers cover the train rows only")
     if not 0 <= args.erasing <= 1 or (args.erasing and args.no_augment):
         raise EdgeFerError(f"--erasing {args.erasing:g}: give a probability between 0 and 1, without --no-augment")
     if args.lr_schedule == "cosine-minutes" and not args.max_minutes:
@@ -118,6 +129,8 @@ def run(args: argparse.Namespace) -> dict:
     train = splits.train
     if args.limit:
         train.x, train.y = train.x[: args.limit], train.y[: args.limit]
+    if final_fit:
+        train.x, train.y = np.concatenate([train.x, splits.val.x]), np.concatenate([train.y, splits.val.y])
     labels = FER2013_LABELS
     n_classes = len(labels)
     teacher = teacher_targets(args.teacher, train.x, labels) if args.teacher else None
@@ -197,7 +210,7 @@ def run(args: argparse.Namespace) -> dict:
         keras.callbacks.ModelCheckpoint(args.out / "best.keras", monitor="val_accuracy", save_best_only=True,
                                         initial_value_threshold=best_so_far),  # a resumed run keeps a better best
         keras.callbacks.ModelCheckpoint(args.out / "last.keras"),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.patience),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.epochs if final_fit else args.patience),
         schedule,  # before the CSV log: both schedules put the epoch's learning rate into the logs
         keras.callbacks.CSVLogger(history_csv, append=args.resume),
     ]
@@ -213,7 +226,8 @@ def run(args: argparse.Namespace) -> dict:
               initial_epoch=initial_epoch, callbacks=callbacks, verbose=args.verbose)
     wall = time.time() - started
 
-    best = network_of(load_checkpoint(args.out / "best.keras"))
+    chosen_file = args.out / ("last.keras" if final_fit else "best.keras")  # val trained: it cannot choose an epoch
+    best = network_of(load_checkpoint(chosen_file))
     history = read_history(history_csv)
 
     def predict(x_uint8: np.ndarray) -> np.ndarray:
@@ -226,12 +240,12 @@ def run(args: argparse.Namespace) -> dict:
         best = average_weights(best, tail)
         val = float((predict(splits.val.x) == splits.val.y).mean())
         averaged = {"epochs": [int(p.name[6:9]) for p in (tail[0], tail[-1])], "val_accuracy": round(val, 4),
-                    "best_epoch_val_accuracy": round(best_val, 4), "chosen": val > best_val}
+                    "best_epoch_val_accuracy": round(best_val, 4), "chosen": final_fit or val > best_val}
         print(f"weights of epochs {averaged['epochs'][0]}-{averaged['epochs'][1]} averaged: val {val:.4f} against "
-              f"{best_val:.4f} for the best epoch: {'the average' if val > best_val else 'the best epoch'} is "
-              f"model.keras", file=sys.stderr)
+              f"{best_val:.4f} for the {'last' if final_fit else 'best'} epoch: "
+              f"{'the average' if averaged['chosen'] else 'the best epoch'} is model.keras", file=sys.stderr)
         if not averaged["chosen"]:
-            best = network_of(load_checkpoint(args.out / "best.keras"))
+            best = network_of(load_checkpoint(chosen_file))
     best.save(args.out / "model.keras")
     best.save(args.out / "model.h5")
 
@@ -239,7 +253,8 @@ def run(args: argparse.Namespace) -> dict:
     metrics = write_reports(
         args.out, labels, (splits.val.y, predict(splits.val.x)), test,
         extra={"model": args.arch, "params": int(best.count_params()), "epochs": len(history.get("loss", [])),
-               "best_epoch": int(np.argmax(history["val_accuracy"])) + 1 if history.get("val_accuracy") else None,
+               "best_epoch": (len(history["loss"]) if final_fit else int(np.argmax(history["val_accuracy"])) + 1)
+               if history.get("val_accuracy") else None,
                "wall_time_s": round(wall, 1), "train_images": len(train), "data": str(args.data),
                "scaling": DEFAULT_SCALING.to_dict(), "input_size": list(x_train.shape[1:3]),
                "ferplus_mix": args.ferplus_mix if args.ferplus else 0.0,
@@ -249,7 +264,8 @@ def run(args: argparse.Namespace) -> dict:
                "backend": keras.backend.backend(),
                "augment": not args.no_augment, "erasing": args.erasing, "optimizer": args.optimizer,
                "lr_schedule": args.lr_schedule,
-               "hyperparameters": {**hp, "lr": lr}, "weight_average": averaged},
+               "hyperparameters": {**hp, "lr": lr}, "weight_average": averaged, "fit_on": args.fit_on,
+               "val_seen_in_training": final_fit},
         history=history)
     line = f"val acc {metrics['val']['accuracy']:.4f}"
     if "test" in metrics:
