@@ -92,37 +92,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from .tuned import TunedConfig  # no TensorFlow: the architecture must be known before it loads
-
-    config = TunedConfig.read(args.config) if args.config else None
-    if config and args.arch and args.arch != config.arch:
-        raise EdgeFerError(f"--arch {args.arch} differs from the {config.arch} tuned in {args.config}")
-    args.arch = args.arch or (config.arch if config else "edge-cnn")
-    history_csv = args.out / "history.csv"
-    earlier, recorded = read_run(args.out) if args.resume else ({}, {})
-    initial_epoch = len(earlier.get("loss", []))
-    args.lr_schedule = args.lr_schedule or recorded.get("lr_schedule") or "plateau"
-    if args.resume and args.optimizer and args.optimizer != recorded.get("optimizer", "adam"):
-        raise EdgeFerError(f"--resume: {args.out} trains with {recorded.get('optimizer', 'adam')}, not "
-                           f"{args.optimizer} (the checkpoint carries its optimizer's state)")
-    args.optimizer = args.optimizer or recorded.get("optimizer") or "adam"
-    if args.resume and args.fit_on and args.fit_on != recorded.get("fit_on", "train"):
-        raise EdgeFerError(f"--resume: {args.out} fits on {recorded.get('fit_on', 'train')}, not {args.fit_on}")
-    args.fit_on = args.fit_on or recorded.get("fit_on") or "train"
+    """Train (or go on training) one network into ``args.out``; returns its metrics.json content."""
+    config, earlier, recorded, initial_epoch = _settle(args)
     final_fit = args.fit_on == "train+val"
-    if final_fit and (args.ferplus or args.teacher):
-        raise EdgeFerError("--fit-on train+val takes plain labels: FER+ votes and teachers cover the train rows only")
-    if not 0 <= args.erasing <= 1 or (args.erasing and args.no_augment):
-        raise EdgeFerError(f"--erasing {args.erasing:g}: give a probability between 0 and 1, without --no-augment")
-    if args.lr_schedule == "cosine-minutes" and not args.max_minutes:
-        raise EdgeFerError("--lr-schedule cosine-minutes anneals over --max-minutes: give it")
-    if args.resume and initial_epoch >= args.epochs:  # Keras would return at once, a cosine schedule never run
-        raise EdgeFerError(f"--resume: {args.out} already has {initial_epoch} epoch{'s' * (initial_epoch != 1)} "
-                           f"and --epochs {args.epochs} is the last epoch number: give more "
-                           f"(e.g. --epochs {initial_epoch + 30})")
-    if not 0 <= args.teacher_mix <= 1:
-        raise EdgeFerError(f"--teacher-mix {args.teacher_mix:g}: give a share between 0 and 1")
-    from .common.data import class_weights, ferplus_targets, load_splits, teacher_targets
+    from .common.data import load_splits
 
     # Data first: a bad dataset or teacher is reported before TensorFlow loads and prints its start-up banner.
     splits = load_splits(args.data, seed=args.seed)
@@ -132,127 +105,47 @@ def run(args: argparse.Namespace) -> dict:
     if final_fit:
         train.x, train.y = np.concatenate([train.x, splits.val.x]), np.concatenate([train.y, splits.val.y])
     labels = FER2013_LABELS
-    n_classes = len(labels)
-    teacher = teacher_targets(args.teacher, train.x, labels) if args.teacher else None
+    y_train, sample_w = _targets(args, train, len(labels))
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0" if args.arch in NEEDS_ONEDNN_OFF else "1")
-    from .models import ARCHITECTURES, build, hyperparameters
-    from .common.reports import write_reports
     from .common.keras_env import keras
+    from .common.reports import write_reports
 
-    if args.arch not in ARCHITECTURES:
-        raise EdgeFerError(f"unknown architecture {args.arch!r}: choose from {', '.join(ARCHITECTURES)}")
-    hp = dict(config.model) if config else {}
-    if args.arch == "edge-cnn":
-        hp["width"] = args.width or hp.get("width", 24)
-    if args.activation:
-        hp["activation"] = args.activation
-    unknown = sorted(set(hp) - set(hyperparameters(args.arch)))
-    if unknown:
-        raise EdgeFerError(f"{args.arch} has no hyperparameter {', '.join(unknown)} "
-                           f"(it takes {', '.join(hyperparameters(args.arch))})")
+    hp = _hyperparameters(args, config)
     lr = args.lr or (config.lr if config else None) or (
         1e-2 if args.optimizer == "sgd" else 1e-4 if args.arch == "seed-cnn" else 1e-3)
     keras.utils.set_random_seed(args.seed + initial_epoch)  # a resumed session draws new orders (see fresh_streams)
-
     x_train = scale_pixels(train.x, DEFAULT_SCALING)[..., None]
     x_val = scale_pixels(splits.val.x, DEFAULT_SCALING)[..., None]
-    if args.ferplus:
-        if args.limit or Path(args.data).suffix != ".npz":
-            raise EdgeFerError("--ferplus needs the full fer2013.npz (its rows align with ferplus_votes.npz)")
-        y_train = ferplus_targets(args.ferplus, "train", train.y, args.ferplus_mix)
-    else:
-        y_train = np.eye(n_classes, dtype=np.float32)[train.y]
-    if teacher is not None:
-        y_train = (1 - args.teacher_mix) * y_train + args.teacher_mix * teacher
-    y_val = np.eye(n_classes, dtype=np.float32)[splits.val.y]
-    sample_w = (class_weights(train.y, n_classes, args.class_weights)[train.y] if args.class_weights
-                else np.ones(len(train), np.float32))
+    y_val = np.eye(len(labels), dtype=np.float32)[splits.val.y]
 
     args.out.mkdir(parents=True, exist_ok=True)
-    best_so_far = max(earlier["val_accuracy"]) if earlier.get("val_accuracy") else None
-    if args.resume:  # the checkpoint is the training graph (augmentation included) with its optimizer state
-        model = load_checkpoint(args.out / "last.keras")
-        if (model.name == AUGMENTED) == args.no_augment:
-            raise EdgeFerError(f"--resume: {args.out} trains {'with' if args.no_augment else 'without'} "
-                               f"augmentation: {'drop' if args.no_augment else 'add'} --no-augment")
-        # A cosine schedule starts from the run's peak rate; the plateau schedule goes on from the current one.
-        lr = args.lr or (recorded.get("peak_lr") if args.lr_schedule == "cosine" else None) \
-            or float(model.optimizer.learning_rate.numpy())
-        model.optimizer.learning_rate.assign(lr)
-        if model.name == AUGMENTED:  # the probability may change between sessions; the layer reads it when traced
-            model.get_layer("augment").erasing = args.erasing
-            fresh_streams(model.get_layer("augment"), args.seed, initial_epoch)
-        print(f"resuming {args.out} at epoch {initial_epoch + 1} of {args.epochs} ({args.lr_schedule}, "
-              f"learning rate {lr:g})", file=sys.stderr)
-    else:
-        model = build(args.arch, x_train.shape[1:], n_classes, **hp)
-        if not args.no_augment:
-            model = with_augmentation(model, args.seed, args.erasing)
-        optimizer = (keras.optimizers.SGD(lr, momentum=0.9, nesterov=True) if args.optimizer == "sgd"
-                     else keras.optimizers.Adam(lr))
-        model.compile(optimizer=optimizer,
-                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
-                      metrics=["accuracy"])
+    model, lr = _model(args, hp, lr, recorded, initial_epoch, x_train.shape[1:], len(labels))
     config_record = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}
     (args.out / "train_config.json").write_text(json.dumps(
         {**recorded, **config_record, "peak_lr": lr, "resumed_at_epochs": [
             *recorded.get("resumed_at_epochs", []), *([initial_epoch] if args.resume else [])]}, indent=2) + "\n")
 
     started = time.time()
-    if args.lr_schedule == "cosine":  # over the run's epochs: a resumed run continues the same curve
-        schedule = cosine_callback(lambda epoch, epochs: epoch / max(1, epochs - 1), lr)
-    elif args.lr_schedule == "cosine-minutes":
-        schedule = cosine_callback(lambda epoch, epochs: (time.time() - started) / (args.max_minutes * 60), lr)
-    else:
-        schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                                     patience=max(2, args.patience // 3), min_lr=1e-6)
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(args.out / "best.keras", monitor="val_accuracy", save_best_only=True,
-                                        initial_value_threshold=best_so_far),  # a resumed run keeps a better best
-        keras.callbacks.ModelCheckpoint(args.out / "last.keras"),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.epochs if final_fit else args.patience),
-        schedule,  # before the CSV log: both schedules put the epoch's learning rate into the logs
-        keras.callbacks.CSVLogger(history_csv, append=args.resume),
-    ]
-    if args.average_last:
-        callbacks.append(tail_callback(args.out / TAIL, args.epochs - args.average_last))
-    if args.max_minutes:
-        callbacks.append(deadline_callback(
-            started + args.max_minutes * 60,
-            lambda epoch: print(f"\ntime budget of {args.max_minutes:g} min reached after epoch {epoch + 1}",
-                                file=sys.stderr)))
+    best_so_far = max(earlier["val_accuracy"]) if earlier.get("val_accuracy") else None
     model.fit(x_train, y_train, sample_weight=sample_w, batch_size=args.batch_size, shuffle=True,
               validation_data=(x_val, y_val), validation_batch_size=512, epochs=args.epochs,
-              initial_epoch=initial_epoch, callbacks=callbacks, verbose=args.verbose)
+              initial_epoch=initial_epoch, callbacks=_callbacks(args, lr, best_so_far, started, final_fit),
+              verbose=args.verbose)
     wall = time.time() - started
 
-    chosen_file = args.out / ("last.keras" if final_fit else "best.keras")  # val trained: it cannot choose an epoch
-    best = network_of(load_checkpoint(chosen_file))
-    history = read_history(history_csv)
+    history = read_history(args.out / "history.csv")
+    network, averaged = _final_network(args, history, splits.val, final_fit)
+    network.save(args.out / "model.keras")
+    network.save(args.out / "model.h5")
 
     def predict(x_uint8: np.ndarray) -> np.ndarray:
-        return best.predict(scale_pixels(x_uint8, DEFAULT_SCALING)[..., None], batch_size=512, verbose=0).argmax(1)
-
-    averaged = None
-    tail = sorted((args.out / TAIL).glob("epoch-*.weights.h5"))[-args.average_last:] if args.average_last else []
-    if args.average_last and len(history.get("loss", [])) >= args.epochs and len(tail) == args.average_last:
-        best_val = float((predict(splits.val.x) == splits.val.y).mean())
-        best = average_weights(best, tail)
-        val = float((predict(splits.val.x) == splits.val.y).mean())
-        averaged = {"epochs": [int(p.name[6:9]) for p in (tail[0], tail[-1])], "val_accuracy": round(val, 4),
-                    "best_epoch_val_accuracy": round(best_val, 4), "chosen": final_fit or val > best_val}
-        print(f"weights of epochs {averaged['epochs'][0]}-{averaged['epochs'][1]} averaged: val {val:.4f} against "
-              f"{best_val:.4f} for the {'last' if final_fit else 'best'} epoch: "
-              f"{'the average' if averaged['chosen'] else 'the best epoch'} is model.keras", file=sys.stderr)
-        if not averaged["chosen"]:
-            best = network_of(load_checkpoint(chosen_file))
-    best.save(args.out / "model.keras")
-    best.save(args.out / "model.h5")
+        return network.predict(scale_pixels(x_uint8, DEFAULT_SCALING)[..., None], batch_size=512,
+                               verbose=0).argmax(1)
 
     test = (splits.test.y, predict(splits.test.x)) if splits.test is not None else None
     metrics = write_reports(
         args.out, labels, (splits.val.y, predict(splits.val.x)), test,
-        extra={"model": args.arch, "params": int(best.count_params()), "epochs": len(history.get("loss", [])),
+        extra={"model": args.arch, "params": int(network.count_params()), "epochs": len(history.get("loss", [])),
                "best_epoch": (len(history["loss"]) if final_fit else int(np.argmax(history["val_accuracy"])) + 1)
                if history.get("val_accuracy") else None,
                "wall_time_s": round(wall, 1), "train_images": len(train), "data": str(args.data),
@@ -272,6 +165,168 @@ def run(args: argparse.Namespace) -> dict:
         line += f", test acc {metrics['test']['accuracy']:.4f} (macro-F1 {metrics['test']['macro_f1']:.4f})"
     print(f"{args.out}: {line}")
     return metrics
+
+
+def _settle(args: argparse.Namespace):
+    """Fill in what a run's own record or the defaults decide, and reject contradictions in one line each.
+
+    Returns the tuned config (or None), the history and recorded settings of a resumed run, and
+    the epoch it resumes at (0 for a new run). Nothing here loads TensorFlow.
+    """
+    from .tuned import TunedConfig  # no TensorFlow: the architecture must be known before it loads
+
+    config = TunedConfig.read(args.config) if args.config else None
+    if config and args.arch and args.arch != config.arch:
+        raise EdgeFerError(f"--arch {args.arch} differs from the {config.arch} tuned in {args.config}")
+    args.arch = args.arch or (config.arch if config else "edge-cnn")
+    earlier, recorded = read_run(args.out) if args.resume else ({}, {})
+    initial_epoch = len(earlier.get("loss", []))
+    args.lr_schedule = args.lr_schedule or recorded.get("lr_schedule") or "plateau"
+    for name, default, why in (("optimizer", "adam", " (the checkpoint carries its optimizer's state)"),
+                               ("fit_on", "train", "")):
+        given, theirs = getattr(args, name), recorded.get(name, default)
+        if args.resume and given and given != theirs:
+            raise EdgeFerError(f"--resume: {args.out} {'trains with' if name == 'optimizer' else 'fits on'} "
+                               f"{theirs}, not {given}{why}")
+        setattr(args, name, given or recorded.get(name) or default)
+    if args.fit_on == "train+val" and (args.ferplus or args.teacher):
+        raise EdgeFerError("--fit-on train+val takes plain labels: FER+ votes and teachers cover the train rows only")
+    if not 0 <= args.erasing <= 1 or (args.erasing and args.no_augment):
+        raise EdgeFerError(f"--erasing {args.erasing:g}: give a probability between 0 and 1, without --no-augment")
+    if args.lr_schedule == "cosine-minutes" and not args.max_minutes:
+        raise EdgeFerError("--lr-schedule cosine-minutes anneals over --max-minutes: give it")
+    if args.resume and initial_epoch >= args.epochs:  # Keras would return at once, a cosine schedule never run
+        raise EdgeFerError(f"--resume: {args.out} already has {initial_epoch} epoch{'s' * (initial_epoch != 1)} "
+                           f"and --epochs {args.epochs} is the last epoch number: give more "
+                           f"(e.g. --epochs {initial_epoch + 30})")
+    if not 0 <= args.teacher_mix <= 1:
+        raise EdgeFerError(f"--teacher-mix {args.teacher_mix:g}: give a share between 0 and 1")
+    return config, earlier, recorded, initial_epoch
+
+
+def _targets(args: argparse.Namespace, train, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training targets (one-hot, or mixed with FER+ votes or a teacher's probabilities) and sample weights."""
+    from .common.data import class_weights, ferplus_targets, teacher_targets
+
+    teacher = teacher_targets(args.teacher, train.x, FER2013_LABELS) if args.teacher else None
+    if args.ferplus:
+        if args.limit or Path(args.data).suffix != ".npz":
+            raise EdgeFerError("--ferplus needs the full fer2013.npz (its rows align with ferplus_votes.npz)")
+        y = ferplus_targets(args.ferplus, "train", train.y, args.ferplus_mix)
+    else:
+        y = np.eye(n_classes, dtype=np.float32)[train.y]
+    if teacher is not None:
+        y = (1 - args.teacher_mix) * y + args.teacher_mix * teacher
+    weights = (class_weights(train.y, n_classes, args.class_weights)[train.y] if args.class_weights
+               else np.ones(len(train), np.float32))
+    return y, weights
+
+
+def _hyperparameters(args: argparse.Namespace, config) -> dict:
+    """The architecture's keyword arguments: the tuned config's, then the command line's."""
+    from .models import ARCHITECTURES, hyperparameters
+
+    if args.arch not in ARCHITECTURES:
+        raise EdgeFerError(f"unknown architecture {args.arch!r}: choose from {', '.join(ARCHITECTURES)}")
+    hp = dict(config.model) if config else {}
+    if args.arch == "edge-cnn":
+        hp["width"] = args.width or hp.get("width", 24)
+    if args.activation:
+        hp["activation"] = args.activation
+    unknown = sorted(set(hp) - set(hyperparameters(args.arch)))
+    if unknown:
+        raise EdgeFerError(f"{args.arch} has no hyperparameter {', '.join(unknown)} "
+                           f"(it takes {', '.join(hyperparameters(args.arch))})")
+    return hp
+
+
+def _model(args: argparse.Namespace, hp: dict, lr: float, recorded: dict, initial_epoch: int, input_shape,
+           n_classes: int):
+    """The compiled training graph, new or from ``last.keras``, and the peak learning rate it trains from."""
+    from .common.keras_env import keras
+    from .models import build
+
+    if args.resume:  # the checkpoint is the training graph (augmentation included) with its optimizer state
+        model = load_checkpoint(args.out / "last.keras")
+        if (model.name == AUGMENTED) == args.no_augment:
+            raise EdgeFerError(f"--resume: {args.out} trains {'with' if args.no_augment else 'without'} "
+                               f"augmentation: {'drop' if args.no_augment else 'add'} --no-augment")
+        # A cosine schedule starts from the run's peak rate; the plateau schedule goes on from the current one.
+        lr = args.lr or (recorded.get("peak_lr") if args.lr_schedule == "cosine" else None) \
+            or float(model.optimizer.learning_rate.numpy())
+        model.optimizer.learning_rate.assign(lr)
+        if model.name == AUGMENTED:  # the probability may change between sessions; the layer reads it when traced
+            model.get_layer("augment").erasing = args.erasing
+            fresh_streams(model.get_layer("augment"), args.seed, initial_epoch)
+        print(f"resuming {args.out} at epoch {initial_epoch + 1} of {args.epochs} ({args.lr_schedule}, "
+              f"learning rate {lr:g})", file=sys.stderr)
+        return model, lr
+    model = build(args.arch, input_shape, n_classes, **hp)
+    if not args.no_augment:
+        model = with_augmentation(model, args.seed, args.erasing)
+    optimizer = (keras.optimizers.SGD(lr, momentum=0.9, nesterov=True) if args.optimizer == "sgd"
+                 else keras.optimizers.Adam(lr))
+    model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+                  metrics=["accuracy"])
+    return model, lr
+
+
+def _callbacks(args: argparse.Namespace, lr: float, best_so_far: float | None, started: float, final_fit: bool):
+    """Checkpoints (best on val, last), early stopping, the schedule, the CSV log, and the optional tail and
+    deadline."""
+    from .common.keras_env import keras
+
+    if args.lr_schedule == "cosine":  # over the run's epochs: a resumed run continues the same curve
+        schedule = cosine_callback(lambda epoch, epochs: epoch / max(1, epochs - 1), lr)
+    elif args.lr_schedule == "cosine-minutes":
+        schedule = cosine_callback(lambda epoch, epochs: (time.time() - started) / (args.max_minutes * 60), lr)
+    else:
+        schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                     patience=max(2, args.patience // 3), min_lr=1e-6)
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(args.out / "best.keras", monitor="val_accuracy", save_best_only=True,
+                                        initial_value_threshold=best_so_far),  # a resumed run keeps a better best
+        keras.callbacks.ModelCheckpoint(args.out / "last.keras"),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.epochs if final_fit else args.patience),
+        schedule,  # before the CSV log: both schedules put the epoch's learning rate into the logs
+        keras.callbacks.CSVLogger(args.out / "history.csv", append=args.resume),
+    ]
+    if args.average_last:
+        callbacks.append(tail_callback(args.out / TAIL, args.epochs - args.average_last))
+    if args.max_minutes:
+        callbacks.append(deadline_callback(
+            started + args.max_minutes * 60,
+            lambda epoch: print(f"\ntime budget of {args.max_minutes:g} min reached after epoch {epoch + 1}",
+                                file=sys.stderr)))
+    return callbacks
+
+
+def _final_network(args: argparse.Namespace, history: dict, val, final_fit: bool):
+    """The network the run ships as model.keras, and the weight average's record (None when none was made).
+
+    The best epoch on val, or the last one when val trained too; once the run has done all its
+    epochs with ``--average-last K``, the mean of the last K epochs' weights replaces it if it
+    scores higher on val (always, for a final fit: its twin's val chose the recipe).
+    """
+    chosen_file = args.out / ("last.keras" if final_fit else "best.keras")  # val trained: it cannot choose an epoch
+    network = network_of(load_checkpoint(chosen_file))
+    tail = sorted((args.out / TAIL).glob("epoch-*.weights.h5"))[-args.average_last:] if args.average_last else []
+    if not (args.average_last and len(history.get("loss", [])) >= args.epochs and len(tail) == args.average_last):
+        return network, None
+
+    def val_accuracy() -> float:
+        x = scale_pixels(val.x, DEFAULT_SCALING)[..., None]
+        return float((network.predict(x, batch_size=512, verbose=0).argmax(1) == val.y).mean())
+
+    before = val_accuracy()
+    network = average_weights(network, tail)
+    after = val_accuracy()
+    averaged = {"epochs": [int(p.name[6:9]) for p in (tail[0], tail[-1])], "val_accuracy": round(after, 4),
+                "best_epoch_val_accuracy": round(before, 4), "chosen": final_fit or after > before}
+    print(f"weights of epochs {averaged['epochs'][0]}-{averaged['epochs'][1]} averaged: val {after:.4f} against "
+          f"{before:.4f} for the {'last' if final_fit else 'best'} epoch: "
+          f"{'the average' if averaged['chosen'] else 'the best epoch'} is model.keras", file=sys.stderr)
+    return (network if averaged["chosen"] else network_of(load_checkpoint(chosen_file))), averaged
 
 
 AUGMENTED = "augmented"  # the name of the training graph, to tell its checkpoints from a bare network's
