@@ -5,7 +5,7 @@ Anything raised as :class:`EdgeFerError` is a user mistake or an environment pro
 one line on stderr and exits non-zero instead of showing a traceback.
 """
 
-
+import os
 import sys
 from typing import Any, Callable
 
@@ -27,10 +27,15 @@ class DataError(EdgeFerError):
 
 
 def exit_status(func: Callable[..., Any], *args: Any) -> int:
-    """Run a command's work: 0 when it succeeds, 2 with one ``error: ...`` line on stderr for a user mistake."""
+    """Run a command's work: 0 when it succeeds, 2 with one ``error: ...`` line on stderr for a user mistake.
+
+    A reader that stops reading (``... | head``) is not a failure: what it wanted was written.
+    """
     try:
         func(*args)
     except EdgeFerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor a second error when Python exits
     return 0

@@ -612,3 +612,17 @@ def test_a_final_fit_on_train_and_val_keeps_the_last_epoch_and_says_val_was_seen
         train.run(_train_args(data, out, "--epochs", "3", "--resume", "--fit-on", "train"))
     with pytest.raises(EdgeFerError, match="plain labels"):
         train.run(_train_args(data, tmp_path / "r2", "--fit-on", "train+val", "--teacher", str(tmp_path / "t.npy")))
+
+
+def test_a_reader_that_stops_reading_is_not_an_error(tmp_path):
+    """`python -m training status RUN | head -1`: the pipe closes before the output is written; no traceback."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "history.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.4,1.5,0.45,1.4\n")
+    (run / "train_config.json").write_text('{"epochs": 5, "lr_schedule": "cosine"}')
+    (run / "last.keras").write_bytes(b"a checkpoint")
+    proc = subprocess.Popen([sys.executable, "-m", "training", "status", str(run)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # long before the child has started: its first write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "Error" not in err, err
