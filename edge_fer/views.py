@@ -51,7 +51,7 @@ class Views:
 
     def expand(self, faces: np.ndarray) -> np.ndarray:
         """Every view of a uint8 batch ``(n, h, w)`` in one batch, view by view (``(count * n, h, w)``)."""
-        if self.count == 1:
+        if self.scales == (1.0,) and not self.mirror:
             return faces
         views = [faces if s == 1.0 else zoom_faces(faces, s) for s in self.scales]
         if self.mirror:

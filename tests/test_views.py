@@ -45,6 +45,7 @@ def test_expand_then_fold_averages_each_face_over_its_views():
     rows = np.arange(20 * 3, dtype=np.float64).reshape(20, 3)
     np.testing.assert_allclose(views.fold(rows), (rows[:5] + rows[5:10] + rows[10:15] + rows[15:]) / 4)
     assert Views().expand(x) is x and Views().count == 1
+    np.testing.assert_array_equal(Views((0.9,)).expand(x), zoom_faces(x, 0.9))  # one view, still zoomed
     assert views.describe() == "zoom 1/0.9, mirrored (4 views)"
 
 
