@@ -19,7 +19,7 @@ from edge_fer.bench import ms_per_face as bench_ms_per_face
 from edge_fer.classifier import TFLiteClassifier
 from edge_fer.datasets import LabeledFaces
 from edge_fer.metadata import ModelMetadata
-from edge_fer.preprocess import Scaling, scale_pixels, zoom_faces
+from edge_fer.preprocess import Scaling, scale_pixels
 from edge_fer.views import ZOOM_CANDIDATES, Views
 
 from training.common.reports import split_metrics
@@ -41,19 +41,15 @@ class Reference:
     faces: LabeledFaces
     model: Any  # a keras.Model (typed loosely: this module loads without TensorFlow)
     scaling: Scaling
-    _probs: dict[tuple[float, bool], np.ndarray] = field(default_factory=dict, repr=False)
+    _pred: dict[Views, np.ndarray] = field(default_factory=dict, repr=False)
 
     def pred(self, views: Views) -> np.ndarray:
-        """The float model's classes with ``views`` averaged as the device averages them."""
-        rows = []
-        for scale in views.scales:
-            for mirrored in (False, True) if views.mirror else (False,):
-                if (scale, mirrored) not in self._probs:
-                    x = self.faces.x if scale == 1.0 else zoom_faces(self.faces.x, scale)
-                    x = scale_pixels(x[:, :, ::-1] if mirrored else x, self.scaling)[..., None]
-                    self._probs[scale, mirrored] = self.model.predict(x, batch_size=256, verbose=0)
-                rows.append(self._probs[scale, mirrored])
-        return np.mean(rows, axis=0).argmax(axis=1)
+        """The float model's classes with ``views`` averaged as the device averages them (the int8 model and
+        its batch-1 twin ask for the same views: computed once)."""
+        if views not in self._pred:
+            x = scale_pixels(views.expand(self.faces.x), self.scaling)[..., None]
+            self._pred[views] = views.fold(self.model.predict(x, batch_size=256, verbose=0)).argmax(axis=1)
+        return self._pred[views]
 
 
 @dataclass
