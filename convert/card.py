@@ -9,7 +9,6 @@ already shipped.
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -19,22 +18,13 @@ from edge_fer.classifier import MODELS_DIR
 from edge_fer.errors import ModelError, exit_status
 from edge_fer.metadata import load_metadata
 
-from training.common.runs import training_command
+from training.common.runs import read_history, training_command
 
 from . import SHIPPED_DOCS
 
 
-
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _epochs(docs_dir: Path) -> int | None:
-    history = docs_dir / "history.csv"
-    if not history.is_file():
-        return None
-    with history.open() as f:
-        return sum(1 for _ in csv.DictReader(f))
 
 
 def card(docs_dir: Path, model: Path) -> str:
@@ -45,7 +35,9 @@ def card(docs_dir: Path, model: Path) -> str:
     config = _read_json(docs_dir / "train_config.json")
     verify = _read_json(docs_dir / "default.verify.json")
     hp = run.get("hyperparameters", {})
-    epochs = _epochs(docs_dir) or run.get("epochs") or src.get("epochs")
+    history = docs_dir / "history.csv"
+    epochs = (len(read_history(history).get("loss", [])) if history.is_file() else None) \
+        or run.get("epochs") or src.get("epochs")
     resumed = config.get("resumed_at_epochs") or []
     lines = [
         "# The shipped model",
