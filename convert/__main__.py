@@ -9,9 +9,8 @@ from pathlib import Path
 
 from edge_fer.errors import DataError, EdgeFerError, ModelError, exit_status
 
-from edge_fer.views import parse_scales
-
-from . import FORMATS, INTEGER_FORMATS, MAX_MS_PER_FACE
+from . import FORMATS, INTEGER_FORMATS
+from .options import add_view_options, view_choice
 
 DESCRIPTION = """\
 Convert a trained Keras model to TensorFlow Lite for the Raspberry Pi, check the result
@@ -71,16 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-samples", type=int, default=500, metavar="N",
                    help="training faces used to calibrate int8/uint8 (default: 500)")
     p.add_argument("--limit", type=int, metavar="N", help="verify on the first N val and N test faces only")
-    p.add_argument("--flip-average", choices=("auto", "on", "off"), default="auto",
-                   help="classify each face with its mirror image too and average (twice the work); auto: "
-                        "val decides, with --view-scales, within --max-ms-per-face (default: auto; test never "
-                        "decides)")
-    p.add_argument("--view-scales", default="auto", metavar="auto|Z[,Z...]",
-                   help="zooms each face is also classified at, averaged (1 = as cut, 0.95 = zoomed out 5%%); "
-                        "auto: val chooses among 1 / 1,0.95 / 1,0.9 (default: auto)")
-    p.add_argument("--max-ms-per-face", type=float, default=MAX_MS_PER_FACE, metavar="MS",
-                   help="time budget for the automatic choice of views: single-thread ms per face, every view "
-                        f"included (default: {MAX_MS_PER_FACE:g})")
+    add_view_options(p)
     p.add_argument("--temperature", type=float, metavar="T",
                    help="take this temperature instead of fitting one on val (a model that trained on val, "
                         "--fit-on train+val, takes its train-only twin's)")
@@ -106,11 +96,9 @@ def run(args: argparse.Namespace) -> None:
         raise EdgeFerError("--ship ships the int8 model: use --format int8 or all")
     if args.calibration_samples < 1 or (args.limit is not None and args.limit < 1):
         raise EdgeFerError("--calibration-samples and --limit must be at least 1")
-    if not args.max_ms_per_face > 0:
-        raise EdgeFerError("--max-ms-per-face must be a positive number of milliseconds")
+    mirror, scales = view_choice(args)
     if args.temperature is not None and not 0 < args.temperature < float("inf"):
         raise EdgeFerError("--temperature must be a positive number")
-    scales = None if args.view_scales == "auto" else parse_scales(args.view_scales.split(","), "--view-scales")
 
     if _trained_on_val(keras_path) and ("auto" in (args.flip_average, args.view_scales) or args.temperature is None):
         raise EdgeFerError(f"{keras_path.parent} trained on val (--fit-on train+val), so val cannot choose its views "
@@ -120,7 +108,7 @@ def run(args: argparse.Namespace) -> None:
     from .export import RunInfo, export  # imports TensorFlow
     from .verify import view_candidates
 
-    candidates = view_candidates({"auto": None, "on": True, "off": False}[args.flip_average], scales)
+    candidates = view_candidates(mirror, scales)
 
     info = RunInfo.read(keras_path)
     data = args.data or info.data

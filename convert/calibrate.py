@@ -26,7 +26,6 @@ from edge_fer.metadata import load_metadata, save_metadata
 from . import SHIPPED_DOCS
 
 
-
 @dataclass
 class CalibrationReport:
     """The fitted temperature and, per split, calibration at temperature 1 and at the fitted one."""
@@ -135,6 +134,11 @@ def plot_reliability(report: CalibrationReport, path: Path) -> None:
     plt.close(fig)
 
 
+def reports_for(model: Path, given: Path | None) -> Path:
+    """Where a command's reports on ``model`` go: ``given``, else docs/model for the shipped model, else its folder."""
+    return given or (SHIPPED_DOCS if model.resolve().parent == MODELS_DIR else model.parent)
+
+
 def network(path: Path) -> Path:
     """Users pass a network's ``.json`` or its ``.tflite``: the ``.tflite`` is what is calibrated."""
     path = TFLiteClassifier.entry(path)
@@ -168,9 +172,7 @@ def run(args: argparse.Namespace) -> None:
     val = load_split(args.data, "val", meta.input_size, meta.labels)
     test = load_split(args.data, "test", meta.input_size, meta.labels) if "test" in splits else None
     report = calibrate(model, val, test)
-    shipped = model.resolve().parent == MODELS_DIR
-    report_dir = args.report or (SHIPPED_DOCS if shipped else model.parent)
-    written = [store(model, report), *write_report(report, report_dir / model.stem)]
+    written = [store(model, report), *write_report(report, reports_for(model, args.report) / model.stem)]
     print(report.line())
     for path in written:
         print(f"wrote {path}", file=sys.stderr)

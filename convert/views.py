@@ -17,16 +17,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from edge_fer.classifier import MODELS_DIR, TFLiteClassifier
+from edge_fer.classifier import TFLiteClassifier
 from edge_fer.datasets import available_splits, load_split
 from edge_fer.errors import DataError, ModelError, exit_status
 from edge_fer.metadata import load_metadata, save_metadata
-from edge_fer.views import parse_scales
 
 from training.common.reports import split_metrics
 
-from . import MAX_MS_PER_FACE, SHIPPED_DOCS
-from .calibrate import calibrate, network, store, write_report
+from .calibrate import calibrate, network, reports_for, store, write_report
+from .options import add_view_options, view_choice
 from .verify import choose_views, ms_per_face, view_candidates, with_views
 
 _CONVERSION_ONLY = ("float_", "agreement_")  # metrics that need the Keras model
@@ -43,12 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, metavar="FILE", help="a network's .tflite or .json")
     p.add_argument("--data", type=Path, required=True, metavar="PATH",
                    help="labelled faces with a val split (chooses) and optionally a test split (reported)")
-    p.add_argument("--flip-average", choices=("auto", "on", "off"), default="auto",
-                   help="mirror views: auto lets val decide (default)")
-    p.add_argument("--view-scales", default="auto", metavar="auto|Z[,Z...]",
-                   help="zooms: auto lets val choose among 1 / 1,0.95 / 1,0.9 (default)")
-    p.add_argument("--max-ms-per-face", type=float, default=MAX_MS_PER_FACE, metavar="MS",
-                   help=f"single-thread ms per face, every view included (default: {MAX_MS_PER_FACE:g})")
+    add_view_options(p)
     p.add_argument("--report", type=Path, metavar="DIR",
                    help="where STEM.views.json and the calibration report go (default: docs/model for the "
                         "shipped model, else the model's folder)")
@@ -56,9 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    if not args.max_ms_per_face > 0:
-        raise ModelError("--max-ms-per-face must be a positive number of milliseconds")
-    scales = None if args.view_scales == "auto" else parse_scales(args.view_scales.split(","), "--view-scales")
+    mirror, scales = view_choice(args)
     model = network(args.model)
     meta = load_metadata(model)
     if meta.kind != TFLiteClassifier.kind:
@@ -67,7 +59,7 @@ def run(args: argparse.Namespace) -> None:
     if "val" not in splits:
         raise DataError(f"{args.data} has no val split to choose the views on (found: {', '.join(splits)})")
     data = {s: load_split(args.data, s, meta.input_size, meta.labels) for s in ("val", "test") if s in splits}
-    candidates = view_candidates({"auto": None, "on": True, "off": False}[args.flip_average], scales)
+    candidates = view_candidates(mirror, scales)
     views, tried = choose_views(model, meta, data["val"], candidates, args.max_ms_per_face)
     chosen = with_views(meta, views)
     clf = TFLiteClassifier(model, metadata=replace(chosen))
@@ -79,7 +71,7 @@ def run(args: argparse.Namespace) -> None:
     metrics["ms_per_face"] = round(ms_per_face(model, chosen, data["val"].x[:1]), 3)
     choice = {"fitted_on": "val", "max_ms_per_face": args.max_ms_per_face, "tried": tried}
     save_metadata(model, replace(chosen, metrics=metrics, extra={**meta.extra, "views_choice": choice}))
-    report_dir = args.report or (SHIPPED_DOCS if model.resolve().parent == MODELS_DIR else model.parent)
+    report_dir = reports_for(model, args.report)
     report_dir.mkdir(parents=True, exist_ok=True)
     views_json = report_dir / f"{model.stem}.views.json"
     views_json.write_text(json.dumps({"model": model.name, "chosen": views.describe(), **choice,
