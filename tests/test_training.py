@@ -522,6 +522,47 @@ def test_the_last_epochs_are_averaged_into_one_network_kept_only_if_better_on_va
 
 
 @pytest.mark.slow
+def test_a_checkpoint_write_cut_short_leaves_the_last_whole_one_to_resume_from(tmp_path):
+    """A session can end while the trainer writes last.keras: the write goes to a partial name and is renamed
+    into place, so the run still resumes, from the checkpoint before."""
+    from training import train
+    from training.common.runs import save_whole
+
+    data = write_npz(tmp_path / "d.npz", {"train": 210, "val": 70})
+    out = tmp_path / "run"
+    train.run(_train_args(data, out, "--epochs", "1", "--lr-schedule", "cosine"))
+    whole = (out / "last.keras").read_bytes()
+
+    def interrupted(path):
+        path.write_bytes(whole[: len(whole) // 2])
+        raise KeyboardInterrupt  # Ctrl-C, or the end of the session, halfway through the write
+
+    with pytest.raises(KeyboardInterrupt):
+        save_whole(out / "last.keras", interrupted)
+    assert (out / "last.keras").read_bytes() == whole
+    assert train.run(_train_args(data, out, "--epochs", "2", "--resume"))["epochs"] == 2
+    assert not list(out.glob("partial-*"))  # the next whole write took the partial name's place
+
+
+def test_the_best_checkpoint_is_written_only_when_val_improves_on_the_run_s_best(tmp_path):
+    from training.common.keras_env import keras
+    from training.train import checkpoint_callback
+
+    best = tmp_path / "best.keras"
+    callback = checkpoint_callback(best, 0.5)  # a resumed run whose best epoch so far scored 0.5
+    callback.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    callback.on_epoch_end(0, {"val_accuracy": 0.4})
+    assert not best.exists()
+    callback.on_epoch_end(1, {"val_accuracy": 0.6})
+    assert best.exists()
+    best.unlink()
+    callback.on_epoch_end(2, {"val_accuracy": 0.55})  # better than 0.5, not than 0.6
+    assert not best.exists()
+    callback.on_epoch_end(3, {"val_accuracy": 0.7})
+    assert keras.models.load_model(best).count_params() == 3
+
+
+@pytest.mark.slow
 def test_a_resumed_session_draws_new_augmentations_and_orders(tmp_path):
     """A checkpoint does not keep the random streams: a resumed session must not replay the first epochs' images."""
     from training import train

@@ -28,7 +28,7 @@ from edge_fer.errors import EdgeFerError
 from edge_fer.labels import FER2013_LABELS
 from edge_fer.preprocess import DEFAULT_SCALING, scale_pixels
 
-from .common.runs import read_history, read_run
+from .common.runs import read_history, read_run, save_whole
 
 # Architectures with a strided 1x1 Conv2D, which crashes TF 2.19-2.21's oneDNN path in fit.
 # Everything else keeps oneDNN on: it halves the epoch time on this CPU.
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> dict:
             *recorded.get("resumed_at_epochs", []), *([initial_epoch] if args.resume else [])]}, indent=2) + "\n")
 
     started = time.time()
-    best_so_far = max(earlier["val_accuracy"]) if earlier.get("val_accuracy") else None
+    best_so_far = max(earlier.get("val_accuracy") or [-math.inf])
     model.fit(x_train, y_train, sample_weight=sample_w, batch_size=args.batch_size, shuffle=True,
               validation_data=(x_val, y_val), validation_batch_size=512, epochs=args.epochs,
               initial_epoch=initial_epoch, callbacks=_callbacks(args, lr, best_so_far, started, final_fit),
@@ -271,7 +271,7 @@ def _model(args: argparse.Namespace, hp: dict, lr: float, recorded: dict, initia
     return model, lr
 
 
-def _callbacks(args: argparse.Namespace, lr: float, best_so_far: float | None, started: float, final_fit: bool):
+def _callbacks(args: argparse.Namespace, lr: float, best_so_far: float, started: float, final_fit: bool):
     """Checkpoints (best on val, last), early stopping, the schedule, the CSV log, and the optional tail and
     deadline."""
     from .common.keras_env import keras
@@ -284,9 +284,8 @@ def _callbacks(args: argparse.Namespace, lr: float, best_so_far: float | None, s
         schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                      patience=max(2, args.patience // 3), min_lr=1e-6)
     callbacks = [
-        keras.callbacks.ModelCheckpoint(args.out / "best.keras", monitor="val_accuracy", save_best_only=True,
-                                        initial_value_threshold=best_so_far),  # a resumed run keeps a better best
-        keras.callbacks.ModelCheckpoint(args.out / "last.keras"),
+        checkpoint_callback(args.out / "best.keras", best_so_far),  # a resumed run keeps a better best
+        checkpoint_callback(args.out / "last.keras"),  # before the CSV log: a kill between them replays an epoch
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.epochs if final_fit else args.patience),
         schedule,  # before the CSV log: both schedules put the epoch's learning rate into the logs
         keras.callbacks.CSVLogger(args.out / "history.csv", append=args.resume),
@@ -380,6 +379,28 @@ def network_of(model):
     return model.layers[-1] if model.name == AUGMENTED else model
 
 
+def checkpoint_callback(path: Path, best: float | None = None, monitor: str = "val_accuracy"):
+    """A Keras callback that saves the training graph to ``path`` after every epoch, whole or not at all.
+
+    With ``best`` (``-inf`` for a new run) it saves only an epoch whose ``monitor`` beats it and
+    every epoch before. Keras' ``ModelCheckpoint`` writes in place, so a session killed
+    mid-write left a run that could not resume; this one writes through :func:`save_whole`.
+    """
+    from .common.keras_env import keras
+
+    class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            nonlocal best
+            if best is not None:
+                value = (logs or {}).get(monitor)
+                if value is None or value <= best:
+                    return
+                best = float(value)
+            save_whole(path, self.model.save)
+
+    return Checkpoint()
+
+
 def tail_callback(folder: Path, first: int):
     """A Keras callback that saves the network's weights (augmentation left out) after each epoch from ``first``
     (0-based) on, as ``folder/epoch-NNN.weights.h5`` (1-based), for :func:`average_weights`."""
@@ -389,7 +410,7 @@ def tail_callback(folder: Path, first: int):
         def on_epoch_end(self, epoch, logs=None):
             if epoch >= first:
                 folder.mkdir(parents=True, exist_ok=True)
-                network_of(self.model).save_weights(folder / f"epoch-{epoch + 1:03d}.weights.h5")
+                save_whole(folder / f"epoch-{epoch + 1:03d}.weights.h5", network_of(self.model).save_weights)
 
     return Tail()
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edge_fer.errors import EdgeFerError, ModelError
 
@@ -33,6 +34,19 @@ def load_keras(path: str | Path):
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ...
         raise ModelError(f"cannot load Keras model {path}: {first_line(exc)}") from None
+
+
+def save_whole(path: Path, save: Callable[[Path], None]) -> None:
+    """Write ``path`` through ``save`` under a ``partial-`` name, then rename it into place.
+
+    A long run spans sessions, and a session can end while a checkpoint is being written: the
+    rename (atomic on one file system) leaves either the old file or the new one, never half of
+    one, so ``--resume`` always finds a checkpoint it can read. The partial name keeps the
+    suffix Keras checks (``.keras``, ``.weights.h5``).
+    """
+    partial = path.with_name("partial-" + path.name)
+    save(partial)
+    os.replace(partial, path)
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
