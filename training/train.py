@@ -272,8 +272,8 @@ def _model(args: argparse.Namespace, hp: dict, lr: float, recorded: dict, initia
 
 
 def _callbacks(args: argparse.Namespace, lr: float, best_so_far: float, started: float, final_fit: bool):
-    """Checkpoints (best on val, last), early stopping, the schedule, the CSV log, and the optional tail and
-    deadline."""
+    """Checkpoints (best on val, last, the optional tail), early stopping, the schedule, the CSV log, and the
+    optional deadline."""
     from .common.keras_env import keras
 
     if args.lr_schedule == "cosine":  # over the run's epochs: a resumed run continues the same curve
@@ -283,15 +283,16 @@ def _callbacks(args: argparse.Namespace, lr: float, best_so_far: float, started:
     else:
         schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                      patience=max(2, args.patience // 3), min_lr=1e-6)
+    # The CSV log comes last: its rows are the epochs a resume counts as done, so a session killed between
+    # an epoch's files and its row trains that epoch again rather than skipping it.
     callbacks = [
         checkpoint_callback(args.out / "best.keras", best_so_far),  # a resumed run keeps a better best
-        checkpoint_callback(args.out / "last.keras"),  # before the CSV log: a kill between them replays an epoch
+        checkpoint_callback(args.out / "last.keras"),
+        *([tail_callback(args.out / TAIL, args.epochs - args.average_last)] if args.average_last else []),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.epochs if final_fit else args.patience),
-        schedule,  # before the CSV log: both schedules put the epoch's learning rate into the logs
+        schedule,  # both schedules put the epoch's learning rate into the logs
         keras.callbacks.CSVLogger(args.out / "history.csv", append=args.resume),
     ]
-    if args.average_last:
-        callbacks.append(tail_callback(args.out / TAIL, args.epochs - args.average_last))
     if args.max_minutes:
         callbacks.append(deadline_callback(
             started + args.max_minutes * 60,
