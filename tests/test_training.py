@@ -174,9 +174,12 @@ def test_a_resumed_cosine_run_follows_the_schedule_over_its_total_epochs(tmp_pat
 
     data = write_npz(tmp_path / "d.npz", {"train": 210, "val": 70})
     out = tmp_path / "run"
-    train.run(_train_args(data, out, "--epochs", "1", "--lr-schedule", "cosine", "--lr", "0.01"))
+    train.run(_train_args(data, out, "--epochs", "1", "--lr-schedule", "cosine", "--lr", "0.01",
+                          "--label-smoothing", "0.1", "--seed", "7", "--patience", "5"))
     assert json.loads((out / "train_config.json").read_text())["peak_lr"] == 0.01
     metrics = train.run(_train_args(data, out, "--epochs", "3", "--resume"))  # schedule and rate: the run's own
+    recorded = json.loads((out / "train_config.json").read_text())  # and so is every option left out
+    assert (recorded["label_smoothing"], recorded["seed"], recorded["patience"]) == (0.1, 7, 5)
     rates = train.read_history(out / "history.csv")["learning_rate"]
     assert len(rates) == 3 and metrics["epochs"] == 3 and metrics["lr_schedule"] == "cosine"
     assert rates == pytest.approx([train.cosine_lr(p, 0.01) for p in (0, 0.5, 1)], rel=1e-5)
@@ -200,17 +203,18 @@ def test_resume_with_a_new_rate_restarts_the_plateau_schedule_from_it(trained_ru
 
 
 @pytest.mark.parametrize("case", ["no folder", "no checkpoint", "corrupt checkpoint", "corrupt history",
-                                  "cosine-minutes without a budget", "other optimizer", "erasing out of range"])
+                                  "cosine-minutes without a budget", "other optimizer", "erasing out of range",
+                                  "a run there already", "other width", "tail longer than the run"])
 def test_a_partial_or_corrupt_run_folder_is_a_one_line_error(tmp_path, capsys, case):
     """What a killed session can leave behind: one line that says what is wrong and what to do, no traceback."""
     from training.__main__ import main
 
     data = write_npz(tmp_path / "d.npz", {"train": 28, "val": 14})
     out = tmp_path / "run"
-    if case != "no folder":
+    if case not in ("no folder", "cosine-minutes without a budget", "erasing out of range"):  # those: a new run
         out.mkdir()
         (out / "history.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.2,1.9,0.2,1.9\n")
-        (out / "train_config.json").write_text('{"lr_schedule": "cosine", "peak_lr": 0.001}')
+        (out / "train_config.json").write_text('{"lr_schedule": "cosine", "peak_lr": 0.001, "width": 4}')
         (out / "last.keras").write_bytes(b"PK\x03\x04 cut short")
     if case == "no checkpoint":
         (out / "last.keras").unlink()
@@ -218,7 +222,9 @@ def test_a_partial_or_corrupt_run_folder_is_a_one_line_error(tmp_path, capsys, c
         (out / "history.csv").write_text("epoch,accuracy,loss\n0,0.2,\n")
     extra = {"cosine-minutes without a budget": ["--lr-schedule", "cosine-minutes"],
              "other optimizer": ["--resume", "--optimizer", "sgd"],  # the run trains with adam (recorded default)
-             "erasing out of range": ["--erasing", "1.5"]}.get(case, ["--resume"])
+             "erasing out of range": ["--erasing", "1.5"], "a run there already": [],  # forgot --resume
+             "other width": ["--resume", "--width", "8"],
+             "tail longer than the run": ["--resume", "--average-last", "5"]}.get(case, ["--resume"])
     argv = ["train", "--data", str(data), "--out", str(out), "--width", "4", "--epochs", "3", "--verbose", "0",
             *extra]
     assert main(argv) == 2
@@ -227,8 +233,26 @@ def test_a_partial_or_corrupt_run_folder_is_a_one_line_error(tmp_path, capsys, c
     fragment = {"no folder": "no run folder", "no checkpoint": "last.keras missing",
                 "corrupt checkpoint": "cannot read checkpoint", "corrupt history": "unreadable history.csv",
                 "cosine-minutes without a budget": "--max-minutes", "other optimizer": "trains with adam, not sgd",
-                "erasing out of range": "--erasing 1.5"}[case]
+                "erasing out of range": "--erasing 1.5", "a run there already": "holds a run already: continue it "
+                "with --resume", "other width": "has --width 4, which its checkpoint fixes: drop --width",
+                "tail longer than the run": "--average-last 5"}[case]
     assert fragment in err[0], err[0]
+
+
+@pytest.mark.parametrize("votes", ["missing", "not an npz", "no vote columns"])
+def test_a_bad_ferplus_votes_file_is_a_one_line_error(tmp_path, capsys, votes):
+    from training.__main__ import main
+
+    data = write_npz(tmp_path / "d.npz", {"train": 28, "val": 14})
+    path = tmp_path / "votes.npz"
+    if votes == "not an npz":
+        path.write_text("emotion,pixels\n")
+    if votes == "no vote columns":
+        np.savez(path, train_votes=np.zeros((28, 10)), train_reliable=np.ones(28, bool))
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--ferplus", str(path), "--verbose", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --ferplus {path}: not a FER+ votes file"), err
 
 
 @pytest.mark.slow
@@ -606,6 +630,13 @@ def test_status_says_where_a_run_stands_and_how_to_go_on(tmp_path, capsys):
     assert "epoch 3 of 10 (cosine), about 0.3 h left at 2.7 min/epoch; not training" in text
     assert main(["status", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.strip() == f"error: no run folder {tmp_path / 'nope'}"
+    (run / "last.keras").unlink()  # a run landed from the GPU machine keeps no checkpoint to go on from
+    assert main(["status", str(run)]) == 0
+    assert f"cannot continue: no last.keras in {run}" in capsys.readouterr().out
+    config = json.loads((run / "train_config.json").read_text())
+    (run / "train_config.json").write_text(json.dumps({**config, "patience": 1}))  # epoch 3 did not beat epoch 2
+    assert main(["status", str(run)]) == 0
+    assert f"stopped early, no better val for its patience: python -m convert --run {run}" in capsys.readouterr().out
     # A process whose command line trains into this folder (a stand-in that only sleeps) counts as training it.
     trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "training", "train", "--out",
                                 run.name], cwd=tmp_path)

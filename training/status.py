@@ -18,6 +18,7 @@ from pathlib import Path
 from edge_fer.errors import EdgeFerError
 
 from .common.runs import read_run, training_command
+from .train import RUN_DEFAULTS
 
 _EPOCH_LINE = re.compile(r"^\d+/\d+ - (\d+)s - ")  # Keras --verbose 2: "225/225 - 145s - 646ms/step - ..."
 
@@ -33,19 +34,25 @@ class RunStatus:
     last: dict[str, float]
     seconds_per_epoch: float | None  # median of the last five epochs the log timed
     training_now: bool
-    resume_command: str
+    stopped_early: bool  # no better val in the run's --patience epochs: EarlyStopping ended it
+    resume_command: str | None  # None when the folder has no last.keras to go on from
 
     def lines(self) -> list[str]:
-        left = self.epochs_total - self.epochs_done
+        left = 0 if self.stopped_early else self.epochs_total - self.epochs_done
         eta = (f", about {left * self.seconds_per_epoch / 3600:.1f} h left at "
                f"{self.seconds_per_epoch / 60:.1f} min/epoch" if self.seconds_per_epoch and left > 0 else "")
         last = ", ".join(f"{k} {v:.4g}" for k, v in self.last.items())
+        convert = f"python -m convert --run {self.run} --edgetpu"
+        if left <= 0:
+            step = f"  {'stopped early, no better val for its patience' if self.stopped_early else 'done'}: {convert}"
+        elif self.resume_command is None:
+            step = f"  cannot continue: no last.keras in {self.run} (a landed run); convert it: {convert}"
+        else:
+            step = f"  continue: {self.resume_command}"
         return [f"{self.run}: epoch {self.epochs_done} of {self.epochs_total} ({self.schedule}){eta}; "
                 f"{'training now' if self.training_now else 'not training'}",
                 f"  best val {self.best_val_accuracy:.4f} at epoch {self.best_epoch}; last epoch: {last}"
-                if self.best_epoch else "  no epoch finished yet",
-                f"  continue: {self.resume_command}" if left > 0 else "  done: python -m convert --run "
-                f"{self.run} --edgetpu"]
+                if self.best_epoch else "  no epoch finished yet", step]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,19 +61,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def status(run: Path) -> RunStatus:
-    history, config = read_run(run)
+    history, config = read_run(run, resuming=False)
     val = history.get("val_accuracy", [])
     best = max(range(len(val)), key=val.__getitem__) if val else None
     last = {k: history[k][-1] for k in ("accuracy", "val_accuracy", "learning_rate") if history.get(k)}
     log = run / "train.log"
     times = [int(m.group(1)) for line in (log.read_text(errors="replace").splitlines() if log.is_file() else [])
              if (m := _EPOCH_LINE.match(line))][-5:]
+    now = _training_now(run)
+    patience = int(config.get("patience") or RUN_DEFAULTS["patience"])
     return RunStatus(run=str(run), epochs_done=len(history.get("loss", [])), epochs_total=int(config.get("epochs", 0)),
                      schedule=str(config.get("lr_schedule", "?")), best_epoch=None if best is None else best + 1,
                      best_val_accuracy=None if best is None else val[best], last=last,
                      seconds_per_epoch=float(sorted(times)[len(times) // 2]) if times else None,
-                     training_now=_training_now(run),
-                     resume_command=f"nohup nice -n 10 {training_command(config)} --resume >> {run}/train.log 2>&1 &")
+                     training_now=now,
+                     stopped_early=not now and best is not None and len(val) - (best + 1) >= patience,
+                     resume_command=f"nohup nice -n 10 {training_command(config)} --resume >> {run}/train.log 2>&1 &"
+                     if (run / "last.keras").is_file() else None)
 
 
 def _training_now(run: Path) -> bool:

@@ -5,9 +5,12 @@
 ``--config best_config.json`` (written by ``python -m training tune``) sets the architecture,
 its hyperparameters and the learning rate; flags given on the command line win over it.
 
-The run folder holds ``model.keras`` (best on val), ``model.h5``, ``last.keras`` (for
-``--resume``), ``history.csv``, ``curves.png``, ``confusion_matrix.png``,
-``classification_report.txt`` and ``metrics.json``.
+The run folder holds ``model.keras`` (the network the run ends with: the best epoch on val, the
+last epoch of a final fit, or the ``--average-last`` average), ``model.h5``, ``best.keras`` and
+``last.keras`` (training graphs with their optimizer, for ``--resume``), ``tail/`` (with
+``--average-last``), ``train_config.json`` (the options, which a resume takes back),
+``history.csv``, ``curves.png``, ``confusion_matrix.png``, ``classification_report.txt`` and
+``metrics.json``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,16 @@ from edge_fer.errors import EdgeFerError
 from edge_fer.labels import FER2013_LABELS
 from edge_fer.preprocess import DEFAULT_SCALING, scale_pixels
 
+from .common.data import DEFAULT_SEED
 from .common.runs import read_history, read_run, save_whole
+
+# What the run options left out mean: a new run's defaults, or a resumed run's own recorded values.
+RUN_DEFAULTS = {"epochs": 60, "batch_size": 128, "patience": 12, "label_smoothing": 0.0, "class_weights": 0.0,
+                "ferplus": None, "ferplus_mix": 0.5, "teacher": None, "teacher_mix": 0.5, "no_augment": False,
+                "erasing": 0.0, "limit": None, "average_last": 0, "seed": DEFAULT_SEED, "width": None,
+                "activation": None}
+# The network's own options: the checkpoint fixes them, so a resume may not change them.
+NETWORK_OPTIONS = ("arch", "width", "activation", "no_augment")
 
 # Architectures with a strided 1x1 Conv2D, which crashes TF 2.19-2.21's oneDNN path in fit.
 # Everything else keeps oneDNN on: it halves the epoch time on this CPU.
@@ -44,10 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activation", choices=("relu", "leaky_relu"), default=None,
                    help="edge-cnn/seed-cnn activation (default relu; LEAKY_RELU does not map to the Edge TPU)")
     p.add_argument("--out", required=True, type=Path, help="run folder (created)")
-    p.add_argument("--epochs", type=int, default=60,
+    p.add_argument("--epochs", type=int, default=None,
                    help="the run's total epochs (default 60), which a cosine schedule spans; with --resume it counts "
                         "the run's earlier epochs too (a larger value stretches the rest of the schedule)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=None, help="default 128")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
                    help="adam (default) or sgd: SGD with Nesterov momentum 0.9, the recipe of the best published "
                         "single FER2013 network; a resumed run keeps its own")
@@ -59,21 +71,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "over the run's --epochs, across any number of --resume sessions (a long run); "
                         "cosine-minutes: anneal over this call's --max-minutes (a one-shot run on a time budget). "
                         "With --resume, the run's own schedule unless given")
-    p.add_argument("--patience", type=int, default=12, help="EarlyStopping patience on val accuracy")
+    p.add_argument("--patience", type=int, default=None, help="EarlyStopping patience on val accuracy (default 12)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop after the epoch that passes this wall time (checkpoints kept: --resume goes on)")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--class-weights", type=float, default=0.0, metavar="POWER",
+    p.add_argument("--label-smoothing", type=float, default=None, help="default 0: off")
+    p.add_argument("--class-weights", type=float, default=None, metavar="POWER",
                    help="weight classes by inverse frequency ** POWER (0 = off, 0.5 = damped, 1 = full)")
     p.add_argument("--ferplus", type=Path, default=None, help="ferplus_votes.npz for soft targets")
-    p.add_argument("--ferplus-mix", type=float, default=0.5, help="share of the FER+ vote distribution in targets")
+    p.add_argument("--ferplus-mix", type=float, default=None,
+                   help="share of the FER+ vote distribution in targets (default 0.5)")
     p.add_argument("--teacher", type=Path, default=None, metavar="MODEL",
                    help="distil: mix this model's probabilities (any model edge-fer runs, e.g. an ensemble .json, "
                         "or a .npy of them for the training faces from 'scripts/device-train pack --teacher') "
                         "into the training targets")
-    p.add_argument("--teacher-mix", type=float, default=0.5, help="share of the teacher's probabilities in targets")
-    p.add_argument("--no-augment", action="store_true", help="turn off flip/shift/rotate/zoom/brightness/contrast")
-    p.add_argument("--erasing", type=float, default=0.0, metavar="P",
+    p.add_argument("--teacher-mix", type=float, default=None,
+                   help="share of the teacher's probabilities in targets (default 0.5)")
+    p.add_argument("--no-augment", action="store_true", default=None,
+                   help="turn off flip/shift/rotate/zoom/brightness/contrast")
+    p.add_argument("--erasing", type=float, default=None, metavar="P",
                    help="random erasing: with probability P a face gets one rectangle (2-20%% of its area) of "
                         "noise, after the other augmentations (default 0: off)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke tests)")
@@ -82,12 +97,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "epochs fixed by a train-only twin run). Val then trains too, so it can no longer choose: "
                         "model.keras is the last epoch (or the --average-last average) and its val figures are "
                         "marked as seen")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.keras")
-    p.add_argument("--average-last", type=int, default=0, metavar="K",
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from last.keras; the options left out are the run's own "
+                        "(train_config.json), and the network's (--arch, --width, ...) cannot change")
+    p.add_argument("--average-last", type=int, default=None, metavar="K",
                    help="keep the network's weights after each of the run's last K epochs (in OUT/tail/) and, when "
                         "the run has done all --epochs, average them into one network, which becomes model.keras if "
                         "it scores higher on val than the best epoch (default 0: off)")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=int, default=None, help=f"default {DEFAULT_SEED}")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 0 none, 1 bar, 2 line")
 
 
@@ -175,11 +192,26 @@ def _settle(args: argparse.Namespace):
     """
     from .tuned import TunedConfig  # no TensorFlow: the architecture must be known before it loads
 
+    earlier, recorded = read_run(args.out) if args.resume else ({}, {})
+    if not args.resume and any((args.out / name).exists() for name in ("last.keras", "history.csv")):
+        raise EdgeFerError(f"{args.out} holds a run already: continue it with --resume, or train into a new --out")
+    for name in NETWORK_OPTIONS:
+        given, theirs = getattr(args, name), recorded.get(name)
+        if given is not None and theirs is not None and given != theirs:
+            flag = "--" + name.replace("_", "-")
+            what = "trains with augmentation" if name == "no_augment" else f"has {flag} {theirs}"
+            raise EdgeFerError(f"--resume: {args.out} {what}, which its checkpoint fixes: drop {flag}")
+    if args.resume and args.config is None and recorded.get("config"):
+        args.config = Path(recorded["config"])
+    for name, default in RUN_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, recorded.get(name, default))
+    for name in ("ferplus", "teacher"):
+        setattr(args, name, Path(getattr(args, name)) if getattr(args, name) else None)
     config = TunedConfig.read(args.config) if args.config else None
     if config and args.arch and args.arch != config.arch:
         raise EdgeFerError(f"--arch {args.arch} differs from the {config.arch} tuned in {args.config}")
-    args.arch = args.arch or (config.arch if config else "edge-cnn")
-    earlier, recorded = read_run(args.out) if args.resume else ({}, {})
+    args.arch = args.arch or recorded.get("arch") or (config.arch if config else "edge-cnn")
     initial_epoch = len(earlier.get("loss", []))
     args.lr_schedule = args.lr_schedule or recorded.get("lr_schedule") or "plateau"
     for name, default, why in (("optimizer", "adam", " (the checkpoint carries its optimizer's state)"),
@@ -199,6 +231,9 @@ def _settle(args: argparse.Namespace):
         raise EdgeFerError(f"--resume: {args.out} already has {initial_epoch} epoch{'s' * (initial_epoch != 1)} "
                            f"and --epochs {args.epochs} is the last epoch number: give more "
                            f"(e.g. --epochs {initial_epoch + 30})")
+    if not 0 <= args.average_last <= args.epochs:
+        raise EdgeFerError(f"--average-last {args.average_last}: give a number of epochs between 0 and --epochs "
+                           f"{args.epochs}")
     if not 0 <= args.teacher_mix <= 1:
         raise EdgeFerError(f"--teacher-mix {args.teacher_mix:g}: give a share between 0 and 1")
     return config, earlier, recorded, initial_epoch
@@ -288,7 +323,7 @@ def _callbacks(args: argparse.Namespace, lr: float, best_so_far: float, started:
     callbacks = [
         checkpoint_callback(args.out / "best.keras", best_so_far),  # a resumed run keeps a better best
         checkpoint_callback(args.out / "last.keras"),
-        *([tail_callback(args.out / TAIL, args.epochs - args.average_last)] if args.average_last else []),
+        *([tail_callback(args.out, args.epochs - args.average_last)] if args.average_last else []),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.epochs if final_fit else args.patience),
         schedule,  # both schedules put the epoch's learning rate into the logs
         keras.callbacks.CSVLogger(args.out / "history.csv", append=args.resume),
@@ -310,8 +345,9 @@ def _final_network(args: argparse.Namespace, history: dict, val, final_fit: bool
     """
     chosen_file = args.out / ("last.keras" if final_fit else "best.keras")  # val trained: it cannot choose an epoch
     network = network_of(load_checkpoint(chosen_file))
-    tail = sorted((args.out / TAIL).glob("epoch-*.weights.h5"))[-args.average_last:] if args.average_last else []
-    if not (args.average_last and len(history.get("loss", [])) >= args.epochs and len(tail) == args.average_last):
+    epochs = range(args.epochs - args.average_last + 1, args.epochs + 1)  # 1-based, the run's last K
+    tail = [tail_file(args.out, epoch) for epoch in epochs]
+    if not (args.average_last and len(history.get("loss", [])) >= args.epochs and all(p.is_file() for p in tail)):
         return network, None
 
     def val_accuracy() -> float:
@@ -321,7 +357,7 @@ def _final_network(args: argparse.Namespace, history: dict, val, final_fit: bool
     before = val_accuracy()
     network = average_weights(network, tail)
     after = val_accuracy()
-    averaged = {"epochs": [int(p.name[6:9]) for p in (tail[0], tail[-1])], "val_accuracy": round(after, 4),
+    averaged = {"epochs": [epochs[0], epochs[-1]], "val_accuracy": round(after, 4),
                 "best_epoch_val_accuracy": round(before, 4), "chosen": final_fit or after > before}
     print(f"weights of epochs {averaged['epochs'][0]}-{averaged['epochs'][1]} averaged: val {after:.4f} against "
           f"{before:.4f} for the {'last' if final_fit else 'best'} epoch: "
@@ -331,6 +367,11 @@ def _final_network(args: argparse.Namespace, history: dict, val, final_fit: bool
 
 AUGMENTED = "augmented"  # the name of the training graph, to tell its checkpoints from a bare network's
 TAIL = "tail"  # the run folder's subfolder of per-epoch weights for --average-last
+
+
+def tail_file(out: Path, epoch: int) -> Path:
+    """Where a run folder keeps the network's weights after ``epoch`` (1-based) for --average-last."""
+    return out / TAIL / f"epoch-{epoch:03d}.weights.h5"
 
 
 def with_augmentation(network, seed: int, erasing: float = 0.0):
@@ -359,7 +400,7 @@ def load_checkpoint(path: Path):
         return keras.models.load_model(path)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise EdgeFerError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); "
-                           f"a run stopped while writing it: copy best.keras over it, or start the run again") from None
+                           f"it is not one the trainer wrote whole: start the run again") from None
 
 
 def fresh_streams(augment, seed: int, epoch: int) -> None:
@@ -383,9 +424,10 @@ def network_of(model):
 def checkpoint_callback(path: Path, best: float | None = None, monitor: str = "val_accuracy"):
     """A Keras callback that saves the training graph to ``path`` after every epoch, whole or not at all.
 
-    With ``best`` (``-inf`` for a new run) it saves only an epoch whose ``monitor`` beats it and
-    every epoch before. Keras' ``ModelCheckpoint`` writes in place, so a session killed
-    mid-write left a run that could not resume; this one writes through :func:`save_whole`.
+    Without ``best`` it saves every epoch; with it (``-inf`` for a new run) only an epoch whose
+    ``monitor`` is higher than ``best`` and than every epoch it saved before. Keras'
+    ``ModelCheckpoint`` writes in place, so a session killed mid-write left a run that could not
+    resume; this one writes through :func:`save_whole`.
     """
     from .common.keras_env import keras
 
@@ -402,16 +444,17 @@ def checkpoint_callback(path: Path, best: float | None = None, monitor: str = "v
     return Checkpoint()
 
 
-def tail_callback(folder: Path, first: int):
+def tail_callback(out: Path, first: int):
     """A Keras callback that saves the network's weights (augmentation left out) after each epoch from ``first``
-    (0-based) on, as ``folder/epoch-NNN.weights.h5`` (1-based), for :func:`average_weights`."""
+    (0-based) on, into the run folder ``out``'s :func:`tail_file`, for :func:`average_weights`."""
     from .common.keras_env import keras
 
     class Tail(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch >= first:
-                folder.mkdir(parents=True, exist_ok=True)
-                save_whole(folder / f"epoch-{epoch + 1:03d}.weights.h5", network_of(self.model).save_weights)
+                path = tail_file(out, epoch + 1)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_whole(path, network_of(self.model).save_weights)
 
     return Tail()
 

@@ -71,25 +71,29 @@ def training_command(config: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def read_run(out: Path) -> tuple[dict[str, list[float]], dict]:
-    """The history and recorded configuration of a run folder to resume; one clear error if it is not whole.
+def read_run(out: Path, resuming: bool = True) -> tuple[dict[str, list[float]], dict]:
+    """The history and recorded configuration of a run folder; one clear error if it is not whole.
 
-    A run that stopped (a deadline, a killed session) has ``last.keras``, ``history.csv`` and
-    ``train_config.json``; the checkpoint itself is read later, by Keras.
+    A run to resume (a deadline, a killed session) has ``last.keras``, ``history.csv`` and
+    ``train_config.json``; the checkpoint itself is read later, by Keras. A run only looked at
+    (``resuming=False``: ``training status``) needs no checkpoint: a run landed from the GPU
+    machine has none.
     """
+    prefix = "--resume: " if resuming else ""
     if not out.is_dir():
-        raise EdgeFerError(f"--resume: no run folder {out}")
-    missing = [name for name in ("last.keras", "history.csv", "train_config.json") if not (out / name).is_file()]
+        raise EdgeFerError(f"{prefix}no run folder {out}")
+    needed = ("last.keras", "history.csv", "train_config.json")[0 if resuming else 1:]
+    missing = [name for name in needed if not (out / name).is_file()]
     if missing:
-        raise EdgeFerError(f"--resume: {out} is not a whole run folder: {', '.join(missing)} missing "
-                           f"(start it again without --resume, or into a new --out)")
+        raise EdgeFerError(f"{prefix}{out} is not a whole run folder: {', '.join(missing)} missing"
+                           + (" (start it again without --resume, or into a new --out)" if resuming else ""))
     try:
         history = read_history(out / "history.csv")
         recorded = json.loads((out / "train_config.json").read_text())
     except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise EdgeFerError(f"--resume: {out} has an unreadable history.csv or train_config.json ({exc})") from None
+        raise EdgeFerError(f"{prefix}{out} has an unreadable history.csv or train_config.json ({exc})") from None
     if not isinstance(recorded, dict):
-        raise EdgeFerError(f"--resume: {out / 'train_config.json'} is not a JSON object")
+        raise EdgeFerError(f"{prefix}{out / 'train_config.json'} is not a JSON object")
     return history, recorded
 
 
