@@ -117,13 +117,13 @@ def run(args: argparse.Namespace) -> None:
     if not data.exists():
         raise DataError(f"dataset not found: {data}" + ("" if args.data else " (from the run's metrics.json; "
                                                         "pass --data)"))
-    from training.common.data import load_splits
+    from training.common.data import DEFAULT_SEED, load_splits
 
     from training.common.runs import load_keras
 
     model = load_keras(keras_path)
     # A val split carved from train (datasets without one) must be the one training carved.
-    splits = load_splits(data, seed=int(info.config.get("seed", 0)))
+    splits = load_splits(data, seed=int(info.config.get("seed", DEFAULT_SEED)))
     results = export(model, splits, args.out or keras_path.parent, args.name, formats, info.source(model),
                      scaling=info.scaling, calibration_samples=args.calibration_samples, limit=args.limit,
                      edgetpu=args.edgetpu, views=candidates, max_ms=args.max_ms_per_face,

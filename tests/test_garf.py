@@ -141,6 +141,9 @@ def test_feature_cache_is_reused_only_for_the_same_request(trained_run, tmp_path
     fewer = features.load_data_splits(metrics["data"], limit=5)
     with pytest.raises(AssertionError, match="rebuilt"):
         features.cached_features(tmp_path, spec, metrics["data"], fewer, DEFAULT_SCALING, 5, progress=False)
+    shuffled = {name: type(faces)(faces.x[::-1], faces.y[::-1], faces.labels) for name, faces in splits.items()}
+    with pytest.raises(AssertionError, match="rebuilt"):  # the same sizes, other faces (val carved by another seed)
+        features.cached_features(tmp_path, spec, metrics["data"], shuffled, DEFAULT_SCALING, 9, progress=False)
 
 
 # --- the pipeline and the device path --------------------------------------------------------------

@@ -22,6 +22,7 @@ does not match the request is recomputed rather than silently reused.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -34,6 +35,9 @@ import numpy as np
 from edge_fer.errors import DataError, EdgeFerError, ModelError
 from edge_fer.metadata import sha256_of
 from edge_fer.preprocess import DEFAULT_SCALING, Scaling, scale_pixels
+
+from .common.data import DEFAULT_SEED
+from .common.runs import first_line
 
 BACKBONES = ("xception", "cnn")
 CACHE_FORMAT = "edge-fer-features/1"
@@ -104,8 +108,7 @@ def build_backbone(spec: BackboneSpec):
                                            pooling="avg")
     except Exception as exc:  # download failures, wrong or corrupt weight files
         hint = " (no network? pass --weights PATH to a local .h5)" if weights == "imagenet" else ""
-        raise ModelError(f"cannot build Xception with weights {spec.weights}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}{hint}") from None
+        raise ModelError(f"cannot build Xception with weights {spec.weights}: {first_line(exc)}{hint}") from None
     return keras.Model(inputs, base(x), name=f"xception{spec.size}_features")
 
 
@@ -170,12 +173,20 @@ def data_identity(path: str | Path, limit: int | None = None) -> dict[str, Any]:
     return {"path": str(path), "files": len(files), "bytes": sum(p.stat().st_size for p in files), "limit": limit}
 
 
+def faces_identity(faces) -> dict[str, Any]:
+    """A split as the cache manifest records it: its size and a digest of its faces and labels, so a val
+    carved with another seed (a dataset without one) is another split, not a cache hit."""
+    digest = hashlib.sha256(np.ascontiguousarray(faces.x).tobytes())
+    digest.update(np.asarray(faces.y, np.int64).tobytes())
+    return {"n": len(faces), "sha256": digest.hexdigest()[:16]}
+
+
 def cached_features(cache_dir: Path, spec: BackboneSpec, data: str | Path, splits: dict[str, Any],
                     scaling: Scaling, limit: int | None = None, batch_size: int = 256,
                     progress: bool = True) -> FeatureSet:
     """The features of ``splits`` (name -> LabeledFaces) from ``cache_dir``, extracting them if the cache misses."""
     want = {"format": CACHE_FORMAT, "backbone": spec.to_dict(), "data": data_identity(data, limit),
-            "scaling": scaling.to_dict(), "splits": {name: len(faces) for name, faces in splits.items()}}
+            "scaling": scaling.to_dict(), "splits": {name: faces_identity(faces) for name, faces in splits.items()}}
     manifest_path = cache_dir / "manifest.json"
     if manifest_path.exists():
         try:
@@ -241,7 +252,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_backbone_arguments(p)
 
 
-def load_data_splits(data: str, limit: int | None, seed: int = 1234) -> dict[str, Any]:
+def load_data_splits(data: str, limit: int | None, seed: int = DEFAULT_SEED) -> dict[str, Any]:
     """train/val(/test) as LabeledFaces, cut to ``limit`` faces each; val carved like the CNN trainer's."""
     from edge_fer.datasets import LabeledFaces
 

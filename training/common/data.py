@@ -6,6 +6,7 @@ choice), test = PrivateTest (reported once at the end, never used to fit or choo
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,12 @@ class Splits:
     test: LabeledFaces | None
 
 
-def load_splits(path: str | Path, size=(48, 48), val_fraction: float = 0.1, seed: int = 0) -> Splits:
+# Every workstation command's default seed: it carves val from a dataset without one, so commands that
+# meet the same run must carve the same faces (conversion reads the run's own seed back).
+DEFAULT_SEED = 1234
+
+
+def load_splits(path: str | Path, size=(48, 48), val_fraction: float = 0.1, seed: int = DEFAULT_SEED) -> Splits:
     """Load train/val/test; a dataset without a val split gets one carved from train (stratified)."""
     found = available_splits(path)
     if "train" not in found:
@@ -60,14 +66,19 @@ def ferplus_targets(votes_path: str | Path, split: str, fer_labels: np.ndarray, 
     """
     n_classes = len(FER2013_LABELS)
     one_hot = np.eye(n_classes, dtype=np.float32)[fer_labels]
-    with np.load(votes_path) as data:
-        votes, reliable = data[f"{split}_votes"].astype(np.float32), data[f"{split}_reliable"]
-        columns = [str(c) for c in data["vote_columns"]]
+    try:
+        with np.load(votes_path) as data:
+            votes, reliable = data[f"{split}_votes"].astype(np.float32), data[f"{split}_reliable"]
+            columns = [str(c) for c in data["vote_columns"]]
+        indices = {fer_class: columns.index(col) for col, fer_class in FERPLUS_TO_FER.items()}
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        raise DataError(f"--ferplus {votes_path}: not a FER+ votes file ({split}_votes, {split}_reliable and "
+                        f"vote_columns naming {', '.join(FERPLUS_TO_FER)}): {exc}") from None
     if len(votes) != len(fer_labels):
         raise DataError(f"{votes_path}: {len(votes)} {split} rows, but the dataset has {len(fer_labels)}")
     dist = np.zeros((len(votes), n_classes), np.float32)
-    for col, fer_class in FERPLUS_TO_FER.items():
-        dist[:, fer_class] = votes[:, columns.index(col)]
+    for fer_class, column in indices.items():
+        dist[:, fer_class] = votes[:, column]
     total = dist.sum(axis=1, keepdims=True)
     usable = reliable & (total[:, 0] > 0)
     dist = np.where(usable[:, None], dist / np.maximum(total, 1), one_hot)

@@ -45,6 +45,8 @@ from edge_fer.errors import DataError, EdgeFerError, ModelError
 from edge_fer.evaluate import EvalResult, metrics, predict_all
 from edge_fer.metadata import metadata_path, sha256_of
 
+from ..common.data import DEFAULT_SEED
+
 # Meta-learner grids, searched by k-fold CV on val; small because val is small (3589 faces).
 TREE_GRID = {"max_depth": [2, 3, 4, 5, 6, 8, 10], "min_samples_leaf": [1, 5, 20, 50], "criterion": ["gini", "entropy"]}
 LOGISTIC_GRID = {"C": [0.01, 0.1, 1.0, 10.0, 100.0]}
@@ -62,7 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, default=5, help="k of the cross-validation on val (default 5)")
     p.add_argument("--limit", type=int, default=None, help="only the first N val and N test faces (smoke tests)")
     p.add_argument("--timing-runs", type=int, default=200, help="batch-1 predictions timed per model (1 thread)")
-    p.add_argument("--seed", type=int, default=1234, help="folds, tree ties and bootstrap (train's seed carves val)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help="folds, tree ties and bootstrap (train's seed carves val)")
     p.add_argument("--ship", action="store_true",
                    help="make the recommended combiner edge-fer's default model, only if its test gain over the best "
                         "member lies above the noise (95%% bootstrap interval above 0)")

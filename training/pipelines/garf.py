@@ -31,6 +31,7 @@ from edge_fer.errors import EdgeFerError
 from edge_fer.garf import FORMAT
 from edge_fer.labels import FER2013_LABELS
 
+from ..common.data import DEFAULT_SEED
 from ..features import add_backbone_arguments, backbone_scaling, backbone_spec, cached_features, load_data_splits
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", type=Path, default=None, help="feature cache folder (default: OUT/features)")
     p.add_argument("--name", default="model", help="device files are OUT/NAME.json, .joblib, .backbone.tflite")
     p.add_argument("--limit", type=int, default=None, help="only the first N faces of each split (smoke tests)")
-    p.add_argument("--seed", type=int, default=1234, help="seeds the GA, the forests and the fitness sample")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seeds the GA, the forests and the fitness sample")
     p.add_argument("--jobs", type=int, default=2, help="processes scoring GA masks; threads of the final forests")
     add_backbone_arguments(p)
     g = p.add_argument_group("genetic algorithm (fitness: val accuracy of a small forest minus the size penalty)")
