@@ -93,9 +93,10 @@ def write_metadata(json_path: Path, meta: ModelMetadata) -> None:
 def verify_garf(json_path: Path, references: dict[str, tuple[Any, np.ndarray]], timing_runs: int = 100) -> dict:
     """Device-path figures, folded into the metadata's ``metrics`` and returned.
 
-    ``references`` maps a split name to ``(faces, the workstation forest's predictions)``. As
-    for the CNNs (:mod:`convert.verify`), val decides mirror averaging: on only when it raises
-    val accuracy. Then per split: accuracy, macro-F1, and agreement with the workstation
+    ``references`` maps a split name to ``(faces, the workstation forest's predictions)``. Val
+    decides mirror averaging, on only when it raises val accuracy (the CNNs' choice in
+    :mod:`convert.verify` also weighs zoomed views against time; the forest's stays mirror or
+    not). Then per split: accuracy, macro-F1, and agreement with the workstation
     forest (both unmirrored: what int8 features change); and single-thread, batch-1
     milliseconds per face, whole and backbone only.
     """

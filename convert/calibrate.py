@@ -1,7 +1,7 @@
 """``python -m convert calibrate``: fit a network's temperature on val and store it in its metadata.
 
-The fit runs on the converted model through the device's own classifier (int8 outputs, mirror
-averaging as the metadata says), never on Keras floats, so the stored temperature calibrates
+The fit runs on the converted model through the device's own classifier (int8 outputs, the
+test-time views the metadata names), never on Keras floats, so the stored temperature calibrates
 exactly the ``score`` the device prints. Val chooses the temperature; test is only reported,
 before and after, as expected calibration error (ECE) and NLL, with a reliability diagram.
 Conversion (:mod:`convert.export`) calls :func:`calibrate` for every model it writes; this

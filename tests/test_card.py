@@ -1,5 +1,7 @@
 """The shipped model's card (docs/model/README.md), written by ``python -m convert card`` and at shipping."""
 
+import json
+import shutil
 import subprocess
 import sys
 
@@ -17,6 +19,25 @@ def test_the_committed_card_is_the_one_the_shipped_files_give():
     meta = load_metadata(MODELS_DIR / "default.tflite")
     text = (SHIPPED_DOCS / "README.md").read_text()
     assert f"{meta.metrics['test_accuracy']:.2%}" in text and meta.views.describe() in text
+
+
+def test_a_run_made_outside_git_still_gets_a_card(tmp_path):
+    """metrics.json records git_commit null when the run's code was not a git checkout (a copy on the GPU machine)."""
+    docs = tmp_path / "docs"
+    shutil.copytree(SHIPPED_DOCS, docs)
+    metrics = json.loads((docs / "metrics.json").read_text())
+    (docs / "metrics.json").write_text(json.dumps({**metrics, "git_commit": None}))
+    assert "code at ?." in card(docs, MODELS_DIR / "default.tflite")
+
+
+def test_the_card_of_a_final_fit_says_val_was_trained_on(tmp_path):
+    docs = tmp_path / "docs"
+    shutil.copytree(SHIPPED_DOCS, docs)
+    metrics = json.loads((docs / "metrics.json").read_text())
+    (docs / "metrics.json").write_text(json.dumps({**metrics, "val_seen_in_training": True}))
+    text = card(docs, MODELS_DIR / "default.tflite")
+    assert "fitted on train and val (PublicTest)" in text and "not held out" in text
+    assert "the last epoch kept" in text and "best on val at epoch" not in text
 
 
 def test_the_training_command_spells_out_every_recorded_setting():
