@@ -20,9 +20,14 @@ For each format, OUT gets:
   NAME_FORMAT.tflite       the model; its batch size is dynamic, so the device classifies
                            all faces of a frame in one call
   NAME_FORMAT.json         metadata: labels, input size, pixel scaling, quantization,
-                           accuracy, training run, sha256 (edge-fer reads this)
+                           test-time views and temperature (chosen on val), accuracy,
+                           training run, sha256 (edge-fer reads this)
   NAME_FORMAT.verify.json  TFLite vs Keras accuracy on val and test, agreement between
-                           them, file size, and milliseconds per face (1 thread)
+                           them, the views tried, file size, and milliseconds per face
+                           (1 thread)
+  NAME_FORMAT.calibration.json, .png
+                           the temperature's fit: calibration error and NLL on val and
+                           test before and after, reliability diagrams
 
 Formats: int8 (default; smallest, usually fastest on a Pi CPU, needed for the Edge TPU), uint8 (int8 with
 uint8 input/output), float16, dynamic (int8 weights, float maths), float32 (reference).

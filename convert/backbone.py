@@ -25,7 +25,7 @@ from edge_fer.garf import KIND, GARFClassifier, artifact_files
 from edge_fer.metadata import ModelMetadata, metadata_path, sha256_of
 from edge_fer.preprocess import Scaling
 
-from training.common.reports import split_metrics
+from training.common.reports import metadata_figures, split_metrics
 
 from . import FORMATS, INTEGER_FORMATS
 from .edgetpu import check_ops
@@ -114,8 +114,8 @@ def verify_garf(json_path: Path, references: dict[str, tuple[Any, np.ndarray]], 
     for name, (faces, float_pred) in references.items():
         pred = clf.predict(faces.x).argmax(axis=1) if clf.metadata.flip_average else plain[name]
         m = split_metrics(faces.y, pred, clf.labels)
-        out.update({f"{name}_accuracy": round(m["accuracy"], 4), f"{name}_macro_f1": round(m["macro_f1"], 4),
-                    f"agreement_{name}": round(float((plain[name] == float_pred).mean()), 4), f"n_{name}": m["n"]})
+        out.update({**metadata_figures(name, m["accuracy"], m["macro_f1"], m["n"]),
+                    f"agreement_{name}": round(float((plain[name] == float_pred).mean()), 4)})
     single = GARFClassifier(json_path, num_threads=1, metadata=clf.metadata)
     out["ms_per_face"] = round(ms_per_face(single, timing_runs), 3)
     backbone = SimpleNamespace(predict=single.backbone.outputs, input_size=single.input_size)

@@ -21,7 +21,7 @@ from edge_fer.calibration import Calibration, RawOutputs, calibration, fit_tempe
 from edge_fer.classifier import MODELS_DIR, TFLiteClassifier
 from edge_fer.datasets import LabeledFaces, available_splits, load_split
 from edge_fer.errors import DataError, ModelError, exit_status
-from edge_fer.metadata import load_metadata, save_metadata
+from edge_fer.metadata import ModelMetadata, load_metadata, save_metadata
 
 from . import SHIPPED_DOCS
 
@@ -147,6 +147,15 @@ def network(path: Path) -> Path:
     return path
 
 
+def val_and_test(data: Path, meta: ModelMetadata, purpose: str) -> dict[str, LabeledFaces]:
+    """The ``val`` faces (required: they ``purpose``) and ``test`` faces (if any) of ``data``, sized and labelled
+    for the network ``meta`` describes."""
+    splits = available_splits(data)
+    if "val" not in splits:
+        raise DataError(f"{data} has no val split to {purpose} (found: {', '.join(splits)})")
+    return {s: load_split(data, s, meta.input_size, meta.labels) for s in ("val", "test") if s in splits}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m convert calibrate", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -165,13 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     model = network(args.model)
-    meta = load_metadata(model)
-    splits = available_splits(args.data)
-    if "val" not in splits:
-        raise DataError(f"{args.data} has no val split to fit the temperature on (found: {', '.join(splits)})")
-    val = load_split(args.data, "val", meta.input_size, meta.labels)
-    test = load_split(args.data, "test", meta.input_size, meta.labels) if "test" in splits else None
-    report = calibrate(model, val, test)
+    data = val_and_test(args.data, load_metadata(model), "fit the temperature on")
+    report = calibrate(model, data["val"], data.get("test"))
     written = [store(model, report), *write_report(report, reports_for(model, args.report) / model.stem)]
     print(report.line())
     for path in written:

@@ -67,11 +67,6 @@ class OpCheck:
     dynamic_batch: bool = False
 
     @property
-    def unsupported(self) -> list[str]:
-        """Distinct operator names that would run on the CPU."""
-        return list(dict.fromkeys(c.op for c in self.cpu_ops))
-
-    @property
     def maps_fully(self) -> bool:
         """Every op on the Edge TPU and a static batch: the compiler should make one TPU subgraph."""
         return not self.cpu_ops and not self.dynamic_batch

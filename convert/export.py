@@ -25,6 +25,7 @@ from edge_fer.preprocess import DEFAULT_SCALING, Scaling
 from edge_fer.views import Views
 
 from training.common.data import Splits
+from training.common.runs import recorded_scaling
 from training.common.tf_env import keras, tf
 
 from . import INTEGER_FORMATS, MAX_MS_PER_FACE
@@ -65,8 +66,7 @@ class RunInfo:
 
     @property
     def scaling(self) -> Scaling:
-        sc = self.metrics.get("scaling")
-        return Scaling(float(sc.get("mean", 0.0)), float(sc.get("std", 255.0))) if sc else DEFAULT_SCALING
+        return recorded_scaling(self.metrics)
 
     def source(self, model: keras.Model) -> dict[str, Any]:
         """What the metadata says about where the model came from."""

@@ -22,7 +22,7 @@ from edge_fer.metadata import ModelMetadata
 from edge_fer.preprocess import Scaling, scale_pixels
 from edge_fer.views import ZOOM_CANDIDATES, Views
 
-from training.common.reports import split_metrics
+from training.common.reports import metadata_figures, split_metrics
 
 from . import MAX_MS_PER_FACE
 
@@ -78,9 +78,9 @@ class Verification:
         """The flat figures folded into the model's metadata."""
         out: dict[str, Any] = {}
         for name, s in self.splits.items():
-            out.update({f"{name}_accuracy": round(s.accuracy, 4), f"{name}_macro_f1": round(s.macro_f1, 4),
+            out.update({**metadata_figures(name, s.accuracy, s.macro_f1, s.n),
                         f"float_{name}_accuracy": round(s.float_accuracy, 4),
-                        f"agreement_{name}": round(s.agreement, 4), f"n_{name}": s.n})
+                        f"agreement_{name}": round(s.agreement, 4)})
         out.update(ms_per_face=round(self.ms_per_face, 3), size_bytes=self.size_bytes)
         return out
 

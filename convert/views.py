@@ -18,13 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from edge_fer.classifier import TFLiteClassifier
-from edge_fer.datasets import available_splits, load_split
-from edge_fer.errors import DataError, ModelError, exit_status
+from edge_fer.errors import ModelError, exit_status
 from edge_fer.metadata import load_metadata, save_metadata
 
-from training.common.reports import split_metrics
+from training.common.reports import metadata_figures, split_metrics
 
-from .calibrate import calibrate, network, reports_for, store, write_report
+from .calibrate import calibrate, network, reports_for, store, val_and_test, write_report
 from .options import add_view_options, view_choice
 from .verify import choose_views, ms_per_face, view_candidates, with_views
 
@@ -55,10 +54,7 @@ def run(args: argparse.Namespace) -> None:
     meta = load_metadata(model)
     if meta.kind != TFLiteClassifier.kind:
         raise ModelError(f"{model}: views are chosen for one TFLite network, not kind {meta.kind!r}")
-    splits = available_splits(args.data)
-    if "val" not in splits:
-        raise DataError(f"{args.data} has no val split to choose the views on (found: {', '.join(splits)})")
-    data = {s: load_split(args.data, s, meta.input_size, meta.labels) for s in ("val", "test") if s in splits}
+    data = val_and_test(args.data, meta, "choose the views on")
     candidates = view_candidates(mirror, scales)
     views, tried = choose_views(model, meta, data["val"], candidates, args.max_ms_per_face)
     chosen = with_views(meta, views)
@@ -66,8 +62,7 @@ def run(args: argparse.Namespace) -> None:
     metrics = {k: v for k, v in meta.metrics.items() if not k.startswith(_CONVERSION_ONLY)}
     for name, faces in data.items():
         m = split_metrics(faces.y, clf.predict(faces.x).argmax(axis=1), meta.labels)
-        metrics.update({f"{name}_accuracy": round(m["accuracy"], 4), f"{name}_macro_f1": round(m["macro_f1"], 4),
-                        f"n_{name}": m["n"]})
+        metrics.update(metadata_figures(name, m["accuracy"], m["macro_f1"], m["n"]))
     metrics["ms_per_face"] = round(ms_per_face(model, chosen, data["val"].x[:1]), 3)
     choice = {"fitted_on": "val", "max_ms_per_face": args.max_ms_per_face, "tried": tried}
     save_metadata(model, replace(chosen, metrics=metrics, extra={**meta.extra, "views_choice": choice}))

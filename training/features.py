@@ -37,7 +37,7 @@ from edge_fer.metadata import sha256_of
 from edge_fer.preprocess import DEFAULT_SCALING, Scaling, scale_pixels
 
 from .common.data import DEFAULT_SEED
-from .common.runs import first_line
+from .common.runs import first_line, recorded_scaling
 
 BACKBONES = ("xception", "cnn")
 CACHE_FORMAT = "edge-fer-features/1"
@@ -236,13 +236,13 @@ def backbone_spec(args: argparse.Namespace) -> BackboneSpec:
 
 def backbone_scaling(spec: BackboneSpec) -> Scaling:
     """The pixel scaling the backbone expects: a CNN's from its run's metrics.json, else 0..1."""
-    if spec.name == "cnn":
-        metrics = Path(spec.weights).parent / "metrics.json"
-        if metrics.exists():
-            sc = json.loads(metrics.read_text()).get("scaling")
-            if sc:
-                return Scaling(float(sc["mean"]), float(sc["std"]))
-    return DEFAULT_SCALING
+    metrics = Path(spec.weights).parent / "metrics.json"
+    if spec.name != "cnn" or not metrics.is_file():
+        return DEFAULT_SCALING
+    try:
+        return recorded_scaling(json.loads(metrics.read_text()))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{metrics}: unreadable pixel scaling ({exc})") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

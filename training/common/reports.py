@@ -32,6 +32,12 @@ def split_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str])
     return result
 
 
+def metadata_figures(split: str, accuracy: float, macro_f1: float, n: int) -> dict[str, Any]:
+    """One split's figures under the names a model's metadata keeps them (``test_accuracy``, ...), rounded:
+    the model card, ``edge-fer info`` and the README's checks read these names."""
+    return {f"{split}_accuracy": round(accuracy, 4), f"{split}_macro_f1": round(macro_f1, 4), f"n_{split}": n}
+
+
 def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], path: Path, title: str) -> None:
     """Row-normalised confusion matrix as a seaborn heatmap (rows: true class)."""
     cm = confusion_matrix(y_true, y_pred, labels=list(range(len(labels)))).astype(np.float64)

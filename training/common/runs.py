@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_fer.errors import EdgeFerError, ModelError
+from edge_fer.preprocess import DEFAULT_SCALING, Scaling
 
 
 def first_line(exc: BaseException) -> str:
@@ -47,6 +48,12 @@ def save_whole(path: Path, save: Callable[[Path], None]) -> None:
     partial = path.with_name("partial-" + path.name)
     save(partial)
     os.replace(partial, path)
+
+
+def recorded_scaling(metrics: dict[str, Any]) -> Scaling:
+    """The pixel scaling a run's metrics.json records (runs older than the record: edge_fer's default)."""
+    sc = metrics.get("scaling")
+    return Scaling(float(sc.get("mean", 0.0)), float(sc.get("std", 255.0))) if sc else DEFAULT_SCALING
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
