@@ -136,12 +136,12 @@ class MqttPublisher:
         self._last_state: dict[str, Any] | None = None
         self._last_faces_t = float("-inf")
         self._last_faces_key: tuple | None = None
-        self.offline_published = False
 
     # --- life cycle ------------------------------------------------------------------------------------------------
 
-    def start(self) -> MqttPublisher:
-        """Connect in the background; returns at once (a broker that is down is retried, not waited for)."""
+    def prepare(self) -> MqttPublisher:
+        """Set up the client (will, credentials, TLS, broker address) without connecting: whatever in the
+        settings cannot work fails here, so a reload can find out before it lets the running publisher go."""
         s = self.s
         client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-fer-{self.device_id}", clean_session=True)
         client.on_connect = self._on_connect
@@ -159,10 +159,17 @@ class MqttPublisher:
         client.reconnect_delay_set(*RECONNECT_DELAY)
         client.max_queued_messages_set(s.queue)
         try:
-            client.connect_async(s.host, s.port, keepalive=KEEPALIVE)
+            client.connect_async(s.host, s.port, keepalive=KEEPALIVE)  # records the address; loop_start connects
         except ValueError as exc:
             raise EdgeFerError(f"mqtt: {exc}") from None
         self._client = client
+        return self
+
+    def start(self) -> MqttPublisher:
+        """Connect in the background; returns at once (a broker that is down is retried, not waited for)."""
+        if self._client is None:
+            self.prepare()
+        client, s = self._client, self.s
         self._thread = threading.Thread(target=self._drain, name="mqtt-publisher", daemon=True)
         self._thread.start()
         client.loop_start()
@@ -172,7 +179,7 @@ class MqttPublisher:
     def close(self, timeout: float = 1.0) -> None:
         """Flush what is queued, publish ``offline``, disconnect: all within ``timeout`` seconds."""
         client = self._client
-        if client is None or self._closing.is_set():
+        if client is None or self._thread is None or self._closing.is_set():  # never started: nothing to close
             return
         deadline = time.monotonic() + timeout
         if not self._connected.is_set() and self._state_key == "connecting":
@@ -185,7 +192,6 @@ class MqttPublisher:
             try:
                 info = client.publish(self.t_avail, "offline", qos=1, retain=True)
                 info.wait_for_publish(max(0.05, deadline - time.monotonic() - 0.1))
-                self.offline_published = info.is_published()
             except (RuntimeError, ValueError) as exc:
                 log.debug("mqtt: offline not confirmed: %s", exc)
         client.disconnect()

@@ -11,8 +11,9 @@
   health from its own threads; it is a sink (a reference to each frame) and counts each
   frame in ``on_frame``. It is kept across reloads unless its settings change.
 - SIGHUP: the config file is read again (the command line and the environment still take
-  precedence). A new configuration that does not validate, or whose model or source does not
-  open, is logged as one error line and the running one stays. Otherwise the pipeline is
+  precedence). A new configuration that does not validate, or whose model, detector, MQTT
+  client (TLS, address) or source does not open, is logged as one error line and the running
+  one stays. Otherwise the pipeline is
   rebuilt; the model and the MQTT connection are kept when their settings did not change (so
   Home Assistant sees no ``offline`` blip).
 """
@@ -89,18 +90,29 @@ class Service:
         self._applied: Settings | None = None
         self._idle_since: float | None = None
         self._idle_warned = False
-        self.reloads = 0
 
     # --- building -------------------------------------------------------------------------------------------------
 
     def apply(self, s: Settings) -> None:
-        """Build (or rebuild) everything for settings ``s``; on failure the previous parts keep running."""
+        """Build (or rebuild) everything for settings ``s``; on failure the previous parts keep running.
+
+        What can fail on new settings alone (the model, the detector, the MQTT client's TLS and
+        address) is built before any running part is let go. The source cannot be: a camera does
+        not open twice, so the old one is closed first and opened again if the new one fails.
+        """
         from .build import make_classifier, make_pipeline
 
         old = self._applied
         configure_logging(s.service.verbose)
         classifier = self.classifier if old is not None and old.classifier == s.classifier else \
             make_classifier(s.classifier)
+        pipeline = make_pipeline(s, classifier)
+        new_mqtt = old is None or (old.mqtt, old.service.device_id) != (s.mqtt, s.service.device_id)
+        publisher = None
+        if new_mqtt and s.mqtt.host:
+            from .mqtt import MqttPublisher
+
+            publisher = MqttPublisher(s.mqtt, s.service.device_id).prepare()
         self._apply_web(s.http if s.http.listen else None, reloading=old is not None)
         if old is not None:  # a camera cannot be opened twice: let go of the old one first
             self._close_sinks()
@@ -118,17 +130,14 @@ class Service:
                 raise
             self.source, self.still = open_source(old)  # if even this fails, the service exits and is restarted
             self.sinks = make_sinks(old, self.source)
+            if self.web is not None:
+                self.web.attach(run_facts(old, self.classifier, self.source), self.source, self.mqtt)
             raise
-        self.classifier, self.source, self.still, self.sinks = classifier, source, still, sinks
-        self.pipeline = make_pipeline(s, classifier)
-        if old is None or (old.mqtt, old.service.device_id) != (s.mqtt, s.service.device_id):
+        self.classifier, self.source, self.still, self.sinks, self.pipeline = classifier, source, still, sinks, pipeline
+        if new_mqtt:
             if self.mqtt is not None:
                 self.mqtt.close(CLOSE_BUDGET)
-                self.mqtt = None
-            if s.mqtt.host:
-                from .mqtt import MqttPublisher
-
-                self.mqtt = MqttPublisher(s.mqtt, s.service.device_id).start()
+            self.mqtt = publisher.start() if publisher is not None else None
         if self.web is not None:
             self.web.attach(run_facts(s, classifier, self.source), self.source, self.mqtt)
         self._applied = self.settings = s
@@ -146,6 +155,8 @@ class Service:
         except EdgeFerError:
             if reloading and previous is not None:
                 self.web = WebView(previous)  # its address was freed just now
+                self._http = previous
+                self.web.attach(run_facts(self._applied, self.classifier, self.source), self.source, self.mqtt)
             raise
         self._http = http
 
@@ -232,7 +243,6 @@ class Service:
                         "within %g s", name, gap, wd)
 
     def _reload(self) -> None:
-        self.reloads += 1
         self.notifier.reloading()
         if self._reload_settings is None:
             log.warning("SIGHUP: no configuration to reload")

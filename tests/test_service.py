@@ -230,10 +230,10 @@ def test_sighup_reloads_the_config_and_refuses_a_bad_one(tmp_path, video):
     need_mosquitto()
     with Broker(tmp_path / "broker") as broker:
         cfg = tmp_path / "config.toml"
-        def config(topic: str, top: str = "") -> str:
+        def config(topic: str, top: str = "", mqtt: str = "") -> str:
             return (f'source = "{video}"\nloop = true\noutput = "none"\nmax_fps = 30.0\ndevice_id = "hup"\n{top}'
                     f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nstate_interval = 0.5\ndiscovery = false\n'
-                    f'topic = "edge-fer/{topic}"\n')
+                    f'topic = "edge-fer/{topic}"\n{mqtt}')
 
         cfg.write_text(config("hup-a"))
         sub = Subscriber(broker.port, ["edge-fer/#"])
@@ -256,6 +256,15 @@ def test_sighup_reloads_the_config_and_refuses_a_bad_one(tmp_path, video):
             run.wait_stderr("reload failed, the running configuration stays", 10)
             mark = len(sub.messages)
             sub.wait_for(lambda m: m.topic == "edge-fer/hup-b/state", 10, after=mark)
+            # a valid file whose MQTT cannot work (a CA file that is no certificate): refused before the running
+            # publisher is let go, so it stays online and keeps publishing
+            (tmp_path / "not-a-ca.pem").write_text("not a certificate\n")
+            cfg.write_text(config("hup-c", mqtt=f'tls = true\nca = "{tmp_path / "not-a-ca.pem"}"\n'))
+            mark = len(sub.messages)
+            run.proc.send_signal(signal.SIGHUP)
+            run.wait_stderr("cannot use CA certificate", 10)
+            sub.wait_for(lambda m: m.topic == "edge-fer/hup-b/state", 10, after=len(sub.messages))
+            assert not [m for m in sub.messages[mark:] if m.topic.endswith("/availability")]
             # a change that does not touch MQTT keeps the connection: no offline blip
             cfg.write_text(config("hup-b", "det_width = 160\n"))
             mark = len(sub.messages)
@@ -268,7 +277,7 @@ def test_sighup_reloads_the_config_and_refuses_a_bad_one(tmp_path, video):
             assert rc == 0, run.stderr
             assert sub.wait_for(lambda m: m.topic == "edge-fer/hup-b/availability", 5, after=mark).text == "offline"
             err = run.stderr
-            assert len([ln for ln in err.splitlines() if "reload failed" in ln]) == 1
+            assert len([ln for ln in err.splitlines() if "reload failed" in ln]) == 2
             assert "det_width: must be an integer >= 0, got -1" in err
         finally:
             run.kill()

@@ -62,10 +62,6 @@ class FrameHub:
 
     # --- the viewers' side ----------------------------------------------------------------------------------------
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     @contextmanager
     def watching(self) -> Iterator[None]:
         """While inside, JPEGs are made (at most ``fps`` per second) of new frames."""
