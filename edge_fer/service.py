@@ -189,6 +189,7 @@ class Service:
                                    on_idle=self._on_idle, max_fps=s.max_fps or None)
                 total.frames += summary.frames
                 total.frames_with_faces += summary.frames_with_faces
+                total.seconds += summary.seconds  # the loops' time: start-up and reloads would lower the fps
                 total.stopped_by = summary.stopped_by
                 if summary.stopped_by.startswith("--max-frames"):  # the limit as configured, not what was left
                     total.stopped_by = f"--max-frames {s.max_frames}"
@@ -203,7 +204,6 @@ class Service:
                     total.stopped_by = self.signals.name
                 break
         finally:
-            total.seconds = time.perf_counter() - started
             self.notifier.stopping()
             if self.mqtt is not None:
                 extra.append(self._close_mqtt())
@@ -323,8 +323,10 @@ def make_sinks(s: Settings, source) -> list:
         sinks.append(ConsoleSink())
     elif o.output == "jsonl":
         sinks.append(JsonlSink())
-    if o.record:
-        sinks.append(RecordSink(o.record, fps=getattr(source, "fps", 0.0) or 15.0))
+    if o.record:  # a file's frames are all processed, so its own rate; a camera's: the rate it is processed at
+        live_fps = s.service.max_fps or 15.0
+        sinks.append(RecordSink(o.record, fps=live_fps if getattr(source, "live", False) else
+                                getattr(source, "fps", 0.0) or live_fps))
     if o.display:
         sinks.append(DisplaySink())
     return sinks
