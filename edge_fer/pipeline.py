@@ -84,10 +84,23 @@ class Pipeline:
         self.margin = classifier.metadata.face_margin
         self.align = align
         self._count = 0
+        self._size: tuple[int, ...] | None = None  # the gray frame's shape: tracked boxes hold only at it
+
+    def reset(self) -> None:
+        """Forget the tracked faces and start the detection schedule over: the next frame gets a full-frame
+        pass. Called when the frame size changes (a stream reconnecting at another resolution) and by the
+        run loop after a frame that failed."""
+        self.tracker.reset()
+        self._count = 0
+        self._last_full = -self.full_detect_every
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
+        if frame.gray.shape != self._size:
+            if self._size is not None:
+                self.reset()  # boxes of the old size would be searched and cropped outside the new frame
+            self._size = frame.gray.shape
         detected = self._count % self.detect_every == 0
         if detected:
             tracks = self.tracker.active()
@@ -96,9 +109,11 @@ class Pipeline:
                 tracks = self._update(detect(self.detector, frame))
                 self._last_full = self._count
             else:
-                image, factor = detector_view(self.detector, frame)
-                near = [None if d is None else d.scaled(factor)
-                        for d in self.detector.detect_near(image, [scale_box(t.box, 1 / factor) for t in tracks])]
+                image, (fx, fy) = detector_view(self.detector, frame)
+                height, width = frame.gray.shape[:2]
+                windows = [scale_box(t.box, 1 / fx, 1 / fy) for t in tracks]  # in the detector's pixels
+                near = [None if d is None else d.scaled(fx, fy).clipped(width, height)
+                        for d in self.detector.detect_near(image, windows)]
                 if any(d is None for d in near):  # a face was lost locally: look at the whole frame now
                     near = detect(self.detector, frame)
                     self._last_full = self._count
@@ -133,22 +148,31 @@ class Pipeline:
         return FrameResult(frame.index, frame.ts, 0.0, faces, {"classify": time.perf_counter() - t0}, True)
 
 
-def detector_view(detector: Detector, frame: Frame) -> tuple[np.ndarray, float]:
+def detector_view(detector: Detector, frame: Frame) -> tuple[np.ndarray, tuple[float, float]]:
     """The image the detector looks at (colour where it wants it and the source gave it, else gray) and
-    the factor from its pixels to the gray frame's, in which boxes are reported."""
+    the factors ``(fx, fy)`` from its pixels to the gray frame's, in which boxes are reported. Across and
+    down apart: a colour image of another aspect ratio than the gray one must not misplace boxes."""
     if detector.wants_color and frame.color is not None:
-        return frame.color, frame.gray.shape[1] / frame.color.shape[1]
-    return frame.gray, 1.0
+        return frame.color, (frame.gray.shape[1] / frame.color.shape[1], frame.gray.shape[0] / frame.color.shape[0])
+    return frame.gray, (1.0, 1.0)
 
 
-def scale_box(box: Box, factor: float) -> Box:
-    return box if factor == 1.0 else tuple(int(round(v * factor)) for v in box)  # type: ignore[return-value]
+def scale_box(box: Box, fx: float, fy: float | None = None) -> Box:
+    """``box`` in a frame ``fx`` times as wide and ``fy`` (default ``fx``) times as tall."""
+    fy = fx if fy is None else fy
+    if fx == 1.0 and fy == 1.0:
+        return box
+    x, y, w, h = box
+    return int(round(x * fx)), int(round(y * fy)), int(round(w * fx)), int(round(h * fy))
 
 
 def detect(detector: Detector, frame: Frame) -> list[Detection]:
-    """Faces of the whole frame, in gray-frame pixels."""
-    image, factor = detector_view(detector, frame)
-    return [d.scaled(factor) for d in detector.detect(image)]
+    """Faces of the whole frame, in gray-frame pixels, cut to the frame; a box with less than a pixel inside it
+    (off the edge, or rounded to nothing by the scaling) is dropped, since no crop could be taken from it."""
+    image, (fx, fy) = detector_view(detector, frame)
+    height, width = frame.gray.shape[:2]
+    mapped = (d.scaled(fx, fy).clipped(width, height) for d in detector.detect(image))
+    return [d for d in mapped if d is not None]
 
 
 def classify_image(classifier: Classifier, detector: Detector, frame: Frame | np.ndarray,

@@ -3,8 +3,9 @@
 - Start-up: model, detector, source, outputs and MQTT are built from the resolved settings;
   then systemd gets ``READY=1`` (the camera and the model are up; MQTT connects in the
   background and is not waited for).
-- Every processed frame feeds systemd's watchdog (:class:`~edge_fer.systemd.Notifier`); a
-  source without frames does not, and says so in ``STATUS=`` and once in the log.
+- Every processed frame feeds systemd's watchdog (:class:`~edge_fer.systemd.Notifier`), and so
+  does the sleep of a ``max_fps`` cap after one; a source without frames does not, and says so
+  in ``STATUS=`` and once in the log.
 - SIGTERM / SIGINT: the current frame is finished, ``offline`` is published, outputs are
   flushed and closed, exit status 0 (well within 2 seconds for files and cameras alike).
 - ``--http``: a :class:`~edge_fer.web.WebView` serves the page, stream, state, metrics and
@@ -186,9 +187,11 @@ class Service:
                 duration = None if s.duration is None else max(0.0, s.duration - (time.perf_counter() - started))
                 summary = run_loop(self.source, self.pipeline, self._all_sinks(), max_frames=max_frames,
                                    duration=duration, stop=self.stop, still=self.still, on_frame=self._on_frame,
-                                   on_idle=self._on_idle, max_fps=s.max_fps or None)
+                                   on_idle=self._on_idle, max_fps=s.max_fps or None,
+                                   on_wait=self.notifier.watchdog)
                 total.frames += summary.frames
                 total.frames_with_faces += summary.frames_with_faces
+                total.skipped += summary.skipped
                 total.seconds += summary.seconds  # the loops' time: start-up and reloads would lower the fps
                 total.stopped_by = summary.stopped_by
                 if summary.stopped_by.startswith("--max-frames"):  # the limit as configured, not what was left

@@ -147,10 +147,6 @@ class LiveSource:
         return Frame(self._index, ts, gray, color)
 
     @property
-    def failing(self) -> bool:
-        return self._reader.failing
-
-    @property
     def reconnects(self) -> int:
         return self._reader.reconnects
 
@@ -213,14 +209,29 @@ def open_stream(url: str, need_color: bool = False) -> LiveSource:
     return LiveSource(url, _LatestFrame(grab, reopen, url), lambda: state["cap"].release())
 
 
-def open_picamera(camera_num: int = 0, size: tuple[int, int] = (640, 480), lores: tuple[int, int] = (320, 240),
+LORES_WIDTH = 320  # the gray frame of a Pi camera: detection and classification need no more
+
+
+def lores_size(main: tuple[int, int], width: int = LORES_WIDTH) -> tuple[int, int]:
+    """The lores stream's ``(width, height)`` for a ``main`` size: ``width`` wide (no wider than main) and
+    main's aspect ratio, both even (YUV420 halves each for its colour planes). The ISP scales lores from
+    the same field of view as main, so the same aspect ratio keeps faces unstretched and boxes in place."""
+    mw, mh = main
+    w = max(2, min(width, mw) // 2 * 2)
+    h = max(2, int(round(w * mh / mw / 2)) * 2)
+    return w, h
+
+
+def open_picamera(camera_num: int = 0, size: tuple[int, int] = (640, 480), lores: tuple[int, int] | None = None,
                   need_color: bool = False) -> LiveSource:
     """A Raspberry Pi camera via picamera2 (from apt: ``sudo apt install python3-picamera2``).
 
     The cheap path: the ISP produces a small YUV420 "lores" stream whose Y plane *is* the
     gray image, so no colour conversion or resize runs on the CPU. The full-size BGR "main"
-    stream is copied out only when a display or a recording needs it.
+    stream is copied out only when a display or a recording needs it. ``lores`` defaults to
+    :func:`lores_size` of ``size``.
     """
+    lores = lores or lores_size(size)
     try:
         from picamera2 import Picamera2
     except ImportError as exc:
@@ -308,10 +319,13 @@ class ImageSource:
 def open_source(spec: str | int, width: int | None = None, height: int | None = None,
                 need_color: bool = False) -> Source:
     """Open a camera index, ``picamera[:N]``, a stream URL, a video or image file, or an image folder."""
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isascii() and spec.isdigit()):
         return open_camera(int(spec), width, height, need_color)
     if spec == "picamera" or spec.startswith("picamera:"):
-        num = int(spec.split(":", 1)[1]) if ":" in spec else 0
+        number = spec.split(":", 1)[1] if ":" in spec else "0"
+        if not (number.isascii() and number.isdigit()):
+            raise SourceError(f"picamera:N needs a camera number (0, 1, ...), got {spec!r}")
+        num = int(number)
         size = (width or 640, height or 480)
         return open_picamera(num, size=size, need_color=need_color)
     if spec.lower().startswith(STREAM_SCHEMES):

@@ -3,8 +3,9 @@
 Implemented over the ``$NOTIFY_SOCKET`` datagram socket (a path, or ``@name`` for an abstract
 socket), so no extra package is needed; outside systemd every call is a cheap no-op.
 
-The watchdog is fed from the vision loop's per-frame callback only, so it is fed only while
-frames are actually processed: a camera that stops delivering (or a hung loop) stops the
+The watchdog is fed from the vision loop's per-frame callback, and while a ``max_fps`` cap
+makes the loop sleep after a processed frame, so it is fed only while frames are actually
+processed: a camera that stops delivering (or a hung loop) stops the
 feeding, and after ``WatchdogSec=`` systemd kills and (``Restart=on-failure``) restarts the
 service. Short camera glitches (reconnected by the source's retry/backoff within that time)
 do not restart anything.

@@ -86,6 +86,10 @@ class Tracker:
                         for bi, b in enumerate(boxes) if bi not in used_b]
         return self.visible()
 
+    def reset(self) -> None:
+        """Forget every track; ids go on counting, so a face found again is a new track, not an old one's."""
+        self.tracks = []
+
     def active(self) -> list[Track]:
         """Tracks to look for at the next detection: new ones, and confirmed ones still reported."""
         return [t for t in self.tracks if t.misses == 0 or (t.misses <= self.config.coast and self._confirmed(t))]

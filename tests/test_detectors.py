@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_fer.detectors import DETECTORS, make_detector, open_detector
+from edge_fer.detectors import DETECTORS, Detection, Detector, make_detector, open_detector
+from edge_fer.detectors.haar import HaarConfig, HaarDetector
 from edge_fer.detectors.fetch import MODEL_FILES, SYSTEM_CACHE, ModelMissing, extract, find_model
 from edge_fer.detectors.ssd import FULL_RANGE, SHORT_RANGE, decode, weighted_nms
 from edge_fer.errors import EdgeFerError, ModelError
@@ -182,6 +183,49 @@ def test_pipeline_tracks_one_face_through_the_real_video(blazeface_models, key):
                        on_frame=results.append, max_frames=60)
     assert summary.frames == 60 and summary.frames_with_faces >= 58
     assert {f.track for r in results for f in r.faces} == {1}
+
+
+def test_scaling_a_detection_across_and_down_apart():
+    face = Detection((400, 300, 128, 96), 0.9, ((440.0, 330.0), (490.0, 330.0)))
+    small = face.scaled(0.25, 1 / 3)
+    assert small.box == (100, 100, 32, 32) and small.score == 0.9
+    np.testing.assert_allclose(small.landmarks, [(110.0, 110.0), (122.5, 110.0)])
+    assert face.scaled(0.5).box == (200, 150, 64, 48)  # one factor: both ways
+    assert face.scaled(1.0) is face
+
+
+def test_clipping_cuts_a_box_to_the_frame_and_drops_one_with_nothing_inside():
+    assert Detection((-10, 5, 40, 40)).clipped(100, 30).box == (0, 5, 30, 25)
+    inside = Detection((10, 10, 20, 20))
+    assert inside.clipped(100, 100) is inside
+    assert Detection((120, 10, 20, 20)).clipped(100, 100) is None  # off the edge
+    assert Detection((50, 50, 3, 3)).scaled(0.1).box == (5, 5, 0, 0)  # a tiny box rounds to nothing...
+    assert Detection((50, 50, 3, 3)).scaled(0.1).clipped(100, 100) is None  # ...and is dropped
+
+
+class HaarWindows(Detector):
+    """A plugin that implements only ``detect`` (Haar's), so it gets the interface's own windowed ``detect_near``."""
+
+    key = "haar-windows"
+    config_cls = HaarConfig
+
+    def __init__(self):
+        super().__init__()
+        self.haar = HaarDetector(self.config)
+
+    def detect(self, image):
+        return self.haar.detect(image)
+
+
+@pytest.mark.parametrize("detector", [HaarDetector, HaarWindows], ids=["haar", "default"])
+def test_detect_near_a_box_outside_a_smaller_frame_is_none_not_an_error(detector):
+    """A tracked box from a bigger frame (a stream that came back at a lower resolution), a sliver at the edge,
+    an empty box; the face itself is still found where it is."""
+    gray = cv2.imread(str(SAMPLE), cv2.IMREAD_GRAYSCALE)
+    small = cv2.resize(gray, (256, 256), interpolation=cv2.INTER_AREA)
+    face = HaarDetector().detect(small)[0].box
+    found = detector().detect_near(small, [(900, 300, 100, 100), (255, 0, 1, 100), (0, 0, 0, 0), face])
+    assert found[:3] == [None, None, None] and iou(found[3].box, face) > 0.6
 
 
 def fake_wheel(path, members: dict[str, bytes]):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from edge_fer.errors import SourceError
-from edge_fer.sources import (FrameTimeout, ImageSource, LiveSource, VideoFileSource, _LatestFrame, open_picamera,
-                              open_source)
-from support import SAMPLE, make_video
+from edge_fer.sources import (FrameTimeout, ImageSource, LiveSource, VideoFileSource, _LatestFrame, lores_size,
+                              open_picamera, open_source)
+from support import SAMPLE, assert_one_line_error, make_video, run_cli
 
 
 def test_video_file_is_read_in_order(tmp_path):
@@ -86,7 +86,7 @@ def test_latest_frame_skips_stale_frames_and_survives_failures():
     assert src.read() is None
 
 
-def test_live_source_times_out_when_camera_stalls():
+def test_live_source_times_out_when_camera_stalls(caplog):
     stalled = threading.Event()
 
     def grab():
@@ -98,10 +98,13 @@ def test_live_source_times_out_when_camera_stalls():
 
     src = LiveSource("stall", _LatestFrame(grab, None, "stall"), lambda: None, frame_timeout=0.2)
     assert src.read() is not None
-    with pytest.raises(FrameTimeout):
-        src.read()
-    assert src.failing
+    for _ in range(2):
+        with pytest.raises(FrameTimeout):
+            src.read()
     src.close()
+    # the failing grabs (retried with backoff all along) are logged once, not once per retry
+    assert [r.getMessage() for r in caplog.records if r.name == "edge_fer.sources"] == \
+        ["camera stall: read failed, retrying with backoff"]
 
 
 class _StandInPicamera2:
@@ -174,9 +177,36 @@ def test_picamera_with_colour_for_display(picamera2_standin):
     src.close()
 
 
+@pytest.mark.parametrize("size, lores", [((640, 480), (320, 240)), ((1280, 720), (320, 180)),
+                                         ((1920, 1080), (320, 180)), ((1640, 1232), (320, 240)),
+                                         ((160, 120), (160, 120)), ((1280, 1024), (320, 256))])
+def test_lores_keeps_the_main_streams_aspect_ratio(size, lores):
+    assert lores_size(size) == lores
+
+
+@pytest.mark.parametrize("need_color", [False, True])
+def test_picamera_at_720p_gives_a_gray_frame_of_the_same_shape(picamera2_standin, need_color):
+    src = open_source("picamera", width=1280, height=720, need_color=need_color)
+    frame = src.read()
+    src.close()
+    config = picamera2_standin.instances[0].configured
+    assert config["main"]["size"] == (1280, 720) and config["lores"]["size"] == (320, 180)
+    assert frame.gray.shape == (180, 320) and (frame.gray == 100).all()
+    assert (frame.color.shape if need_color else frame.color) == ((720, 1280, 3) if need_color else None)
+
+
 def test_picamera_errors(picamera2_standin, monkeypatch):
     with pytest.raises(SourceError, match="Pi camera 1 does not start"):
         open_source("picamera:1")
+    for spec in ("picamera:front", "picamera:", "picamera:-1", "picamera:1.5"):
+        with pytest.raises(SourceError, match=f"picamera:N needs a camera number .*got '{spec}'"):
+            open_source(spec)
+    assert picamera2_standin.instances == []  # refused before any camera is touched
     monkeypatch.setitem(sys.modules, "picamera2", None)
     with pytest.raises(SourceError, match="python3-picamera2"):
         open_source("picamera")
+
+
+def test_a_camera_name_instead_of_a_number_is_one_line():
+    done = run_cli("run", "--source", "picamera:front", "--max-frames", "1")
+    assert_one_line_error(done, "picamera:N needs a camera number", "'picamera:front'")

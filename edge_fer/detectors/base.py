@@ -38,12 +38,26 @@ class Detection:
     def eyes(self) -> tuple[Point, Point] | None:
         return (self.landmarks[0], self.landmarks[1]) if len(self.landmarks) >= 2 else None
 
-    def scaled(self, factor: float) -> Detection:
-        """The same face in a frame ``factor`` times as wide and tall (colour and gray may differ in size)."""
-        if factor == 1.0:
+    def scaled(self, fx: float, fy: float | None = None) -> Detection:
+        """The same face in a frame ``fx`` times as wide and ``fy`` (default ``fx``) times as tall: colour and
+        gray may differ in size, and in aspect ratio. A tiny box may round to a width or height of 0: see
+        :meth:`clipped`."""
+        fy = fx if fy is None else fy
+        if fx == 1.0 and fy == 1.0:
             return self
-        return Detection(tuple(int(round(v * factor)) for v in self.box), self.score,  # type: ignore[arg-type]
-                         tuple((px * factor, py * factor) for px, py in self.landmarks))
+        x, y, w, h = self.box
+        return Detection((int(round(x * fx)), int(round(y * fy)), int(round(w * fx)), int(round(h * fy))),
+                         self.score, tuple((px * fx, py * fy) for px, py in self.landmarks))
+
+    def clipped(self, width: int, height: int) -> Detection | None:
+        """The box cut to a ``width`` x ``height`` frame (keypoints untouched); None where less than a pixel of
+        it lies inside (a face gone off the edge, or a box that rounded to nothing)."""
+        x, y, w, h = self.box
+        x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            return None
+        box = (x0, y0, x1 - x0, y1 - y0)
+        return self if box == self.box else Detection(box, self.score, self.landmarks)
 
     def shifted(self, dx: int, dy: int) -> Detection:
         """The same face in a frame whose origin lies ``(dx, dy)`` pixels further up and left."""
@@ -75,6 +89,9 @@ class Detector(ABC):
             pad = max(w, h) // 2
             x0, y0 = max(0, x - pad), max(0, y - pad)
             x1, y1 = min(width, x + w + pad), min(height, y + h + pad)
+            if x1 <= x0 or y1 <= y0:  # the box lies outside this frame: nothing to search
+                found.append(None)
+                continue
             found.append(best_overlap([d.shifted(x0, y0) for d in self.detect(image[y0:y1, x0:x1])], box))
         return found
 

@@ -71,7 +71,7 @@ class HaarDetector(Detector):
         small = gray
         if c.det_width and width > c.det_width:
             scale = width / c.det_width
-            small = cv2.resize(gray, (c.det_width, int(round(height / scale))), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(gray, (c.det_width, max(1, int(round(height / scale)))), interpolation=cv2.INTER_AREA)
         if c.equalize:
             small = cv2.equalizeHist(small)
         found = self.cascade.detectMultiScale(small, scaleFactor=c.scale_factor, minNeighbors=c.min_neighbors,
@@ -90,9 +90,15 @@ class HaarDetector(Detector):
             pad = int(0.4 * max(w, h))
             x0, y0 = max(0, x - pad), max(0, y - pad)
             x1, y1 = min(width, x + w + pad), min(height, y + h + pad)
+            if x1 <= x0 or y1 <= y0 or min(w, h) < 1:  # a box outside this frame (or an empty one): not here
+                found.append(None)
+                continue
             roi = gray[y0:y1, x0:x1]
             scale = min(1.0, c.roi_face / max(w, h))
             if scale < 1.0:
+                if min(np.rint(np.array(roi.shape[:2]) * scale)) < 1:  # a sliver at the edge shrinks to nothing
+                    found.append(None)
+                    continue
                 roi = cv2.resize(roi, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             if c.equalize:
                 roi = cv2.equalizeHist(roi)
