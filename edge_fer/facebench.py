@@ -12,6 +12,7 @@ the pipeline gives frames: colour to a detector that wants it, else gray.
 from __future__ import annotations
 
 import json
+import reprlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,16 +63,40 @@ def load_annotated(folder: Path) -> list[Annotated]:
         entries = json.loads(index.read_text())["images"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise EdgeFerError(f"{index}: not a readable annotations.json with an 'images' list ({exc})") from None
+    if not isinstance(entries, list):
+        raise EdgeFerError(f"{index}: 'images' must be a list of {{\"file\", \"boxes\", \"ignore\"}} objects")
     out = []
-    for entry in entries:
-        image = cv2.imread(str(folder / entry["file"]), cv2.IMREAD_COLOR)
+    for number, entry in enumerate(entries, start=1):
+        name, boxes, ignore = _entry(entry, f"{index}: image {number}")
+        image = cv2.imread(str(folder / name), cv2.IMREAD_COLOR)
         if image is None:
-            raise EdgeFerError(f"cannot read image {folder / entry['file']} listed in {index}")
-        out.append(Annotated(entry["file"], image, [tuple(b) for b in entry["boxes"]],
-                             [tuple(b) for b in entry.get("ignore", [])]))
+            raise EdgeFerError(f"cannot read image {folder / name} listed in {index}")
+        out.append(Annotated(name, image, boxes, ignore))
     if not out:
         raise EdgeFerError(f"{index} lists no images")
     return out
+
+
+def _entry(entry: object, where: str) -> tuple[str, list[Box], list[Box]]:
+    """One item of the ``images`` list, checked: its file name, face boxes and ignore regions."""
+    if not isinstance(entry, dict):
+        raise EdgeFerError(f"{where} must be an object with 'file' and 'boxes', not {reprlib.repr(entry)}")
+    name = entry.get("file")
+    if not isinstance(name, str) or not name:
+        raise EdgeFerError(f"{where}: 'file' must be a file name, not {name!r}")
+    return name, _boxes(entry.get("boxes"), f"{where} ({name}): 'boxes'"), \
+        _boxes(entry.get("ignore", []), f"{where} ({name}): 'ignore'")
+
+
+def _boxes(raw: object, where: str) -> list[Box]:
+    """A list of ``[x, y, w, h]`` boxes in pixels; anything else is one EdgeFerError."""
+    def is_box(b: object) -> bool:
+        return (isinstance(b, (list, tuple)) and len(b) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b))
+
+    if not isinstance(raw, list) or not all(is_box(b) for b in raw):
+        raise EdgeFerError(f"{where} must be a list of [x, y, w, h] boxes, not {reprlib.repr(raw)}")
+    return [tuple(b) for b in raw]
 
 
 def inside_fraction(box: Box, region: Box) -> float:

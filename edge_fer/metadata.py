@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,38 +55,109 @@ class ModelMetadata:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "metadata") -> "ModelMetadata":
-        try:
-            labels = tuple(str(x) for x in d["labels"])
-            h, w = (int(v) for v in d.get("input_size", (48, 48)))
-            sc = d.get("scaling", {})
-            scaling = Scaling(float(sc.get("mean", 0.0)), float(sc.get("std", 255.0)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{where}: malformed metadata ({exc!r})") from None
+        """Check every field of a metadata object: a malformed one is one ModelError naming ``where`` and the field."""
+
+        def field_of(name: str, convert, default, expected: str):
+            raw = d.get(name, default)
+            try:
+                return convert(raw)
+            except (TypeError, ValueError, KeyError):
+                raise ModelError(f"{where}: {name!r} must be {expected}, not {_as_json(raw)}") from None
+
+        if "labels" not in d:
+            raise ModelError(f"{where}: no 'labels' list")
+        labels = field_of("labels", _strings, None, "a list of label names")
         if not labels:
             raise ModelError(f"{where}: 'labels' is empty")
+        h, w = field_of("input_size", _size, (48, 48), "[height, width], two positive whole numbers")
+        scaling = field_of("scaling", _scaling, {}, 'an object like {"mean": 0.0, "std": 255.0}')
+        if scaling.std == 0:
+            raise ModelError(f"{where}: scaling std must not be 0")
         output = str(d.get("output", "probabilities"))
         if output not in ("probabilities", "logits"):
             raise ModelError(f"{where}: 'output' must be 'probabilities' or 'logits', not {output!r}")
-        if scaling.std == 0:
-            raise ModelError(f"{where}: scaling std must not be 0")
-        try:
-            temperature = float(d.get("temperature", 1.0))
-        except (TypeError, ValueError):
-            temperature = float("nan")
-        if not 0 < temperature < float("inf"):
-            raise ModelError(f"{where}: 'temperature' must be a positive number, not {d.get('temperature')!r}")
+        temperature = field_of("temperature", _positive, 1.0, "a positive number")
         view_scales = parse_scales(d.get("view_scales", [1.0]), f"{where}: 'view_scales'")
+        sha256 = d.get("sha256")
+        if sha256 is not None and not isinstance(sha256, str):
+            raise ModelError(f"{where}: 'sha256' must be a hex string or null, not {_as_json(sha256)}")
         return cls(labels=labels, input_size=(h, w), scaling=scaling, view_scales=view_scales,
-                   face_margin=float(d.get("face_margin", DEFAULT_MARGIN)), kind=str(d.get("kind", "tflite")),
-                   flip_average=bool(d.get("flip_average", False)), output=output, temperature=temperature,
-                   quantization=str(d.get("quantization", "unknown")), sha256=d.get("sha256"),
-                   metrics=dict(d.get("metrics", {})), source=dict(d.get("source", {})),
-                   extra=dict(d.get("extra", {})))
+                   face_margin=field_of("face_margin", _finite, DEFAULT_MARGIN, "a number"),
+                   kind=str(d.get("kind", "tflite")),
+                   flip_average=field_of("flip_average", _bool, False, "true or false"),
+                   output=output, temperature=temperature,
+                   quantization=str(d.get("quantization", "unknown")), sha256=sha256,
+                   metrics=field_of("metrics", _object, {}, "a JSON object"),
+                   source=field_of("source", _object, {}, "a JSON object"),
+                   extra=field_of("extra", _object, {}, "a JSON object"))
+
+
+def _as_json(raw: Any, limit: int = 60) -> str:
+    """A value as the file spells it (null, not None), cut short."""
+    try:
+        text = json.dumps(raw)
+    except (TypeError, ValueError):
+        text = repr(raw)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _strings(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(x, str) for x in raw):
+        raise TypeError(raw)
+    return tuple(raw)
+
+
+def _number(raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, numbers.Real):  # "0.1", null, true: hand edits, not numbers
+        raise TypeError(raw)
+    return float(raw)
+
+
+def _finite(raw: Any) -> float:
+    value = _number(raw)
+    if not math.isfinite(value):
+        raise ValueError(raw)
+    return value
+
+
+def _positive(raw: Any) -> float:
+    value = _finite(raw)
+    if value <= 0:
+        raise ValueError(raw)
+    return value
+
+
+def _size(raw: Any) -> tuple[int, int]:
+    h, w = (_number(v) for v in raw)
+    if not all(v.is_integer() and v > 0 for v in (h, w)):
+        raise ValueError(raw)
+    return int(h), int(w)
+
+
+def _scaling(raw: Any) -> Scaling:
+    if not isinstance(raw, dict):
+        raise TypeError(raw)
+    return Scaling(_finite(raw.get("mean", 0.0)), _finite(raw.get("std", 255.0)))
+
+
+def _bool(raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise TypeError(raw)
+    return raw
+
+
+def _object(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise TypeError(raw)
+    return dict(raw)
 
 
 def metadata_path(model_path: str | Path) -> Path:
-    """``models/x.tflite`` -> ``models/x.json``."""
-    return Path(model_path).with_suffix(".json")
+    """``models/x.tflite`` -> ``models/x.json``; a path with no file name (``.``, ``/``) is one ModelError."""
+    path = Path(model_path)
+    if path.name in ("", ".", ".."):
+        raise ModelError(f"{model_path} is not a model file: name one, such as models/NAME.tflite")
+    return path.with_suffix(".json")
 
 
 def sha256_of(path: str | Path) -> str:
@@ -110,6 +183,8 @@ def load_metadata(model_path: str | Path, verify_sha: bool = True) -> ModelMetad
     check in the classifier then catches a mismatch.
     """
     model_path = Path(model_path)
+    if model_path.is_dir():
+        raise ModelError(f"{model_path} is a folder, not a model file: name one, such as {model_path / 'NAME.tflite'}")
     path = metadata_path(model_path)
     if not path.exists():
         return ModelMetadata()
