@@ -112,8 +112,8 @@ class Pipeline:
                 image, (fx, fy) = detector_view(self.detector, frame)
                 height, width = frame.gray.shape[:2]
                 windows = [scale_box(t.box, 1 / fx, 1 / fy) for t in tracks]  # in the detector's pixels
-                near = [None if d is None else d.scaled(fx, fy).clipped(width, height)
-                        for d in self.detector.detect_near(image, windows)]
+                mapped = (None if d is None else d.scaled(fx, fy) for d in self.detector.detect_near(image, windows))
+                near = [d if d is not None and d.within(width, height) else None for d in mapped]
                 if any(d is None for d in near):  # a face was lost locally: look at the whole frame now
                     near = detect(self.detector, frame)
                     self._last_full = self._count
@@ -167,12 +167,11 @@ def scale_box(box: Box, fx: float, fy: float | None = None) -> Box:
 
 
 def detect(detector: Detector, frame: Frame) -> list[Detection]:
-    """Faces of the whole frame, in gray-frame pixels, cut to the frame; a box with less than a pixel inside it
-    (off the edge, or rounded to nothing by the scaling) is dropped, since no crop could be taken from it."""
+    """Faces of the whole frame, in gray-frame pixels; a box with less than a pixel inside the frame (off the
+    edge, or rounded to nothing by the scaling) is dropped, since no crop could be taken from it."""
     image, (fx, fy) = detector_view(detector, frame)
     height, width = frame.gray.shape[:2]
-    mapped = (d.scaled(fx, fy).clipped(width, height) for d in detector.detect(image))
-    return [d for d in mapped if d is not None]
+    return [d for d in (d.scaled(fx, fy) for d in detector.detect(image)) if d.within(width, height)]
 
 
 def classify_image(classifier: Classifier, detector: Detector, frame: Frame | np.ndarray,

@@ -194,13 +194,12 @@ def test_scaling_a_detection_across_and_down_apart():
     assert face.scaled(1.0) is face
 
 
-def test_clipping_cuts_a_box_to_the_frame_and_drops_one_with_nothing_inside():
-    assert Detection((-10, 5, 40, 40)).clipped(100, 30).box == (0, 5, 30, 25)
-    inside = Detection((10, 10, 20, 20))
-    assert inside.clipped(100, 100) is inside
-    assert Detection((120, 10, 20, 20)).clipped(100, 100) is None  # off the edge
+def test_a_box_with_no_pixel_inside_the_frame_is_told_apart():
+    assert Detection((-10, 5, 40, 40)).within(100, 30)  # partly outside: the crop clips it
+    assert Detection((10, 10, 20, 20)).within(100, 100)
+    assert not Detection((120, 10, 20, 20)).within(100, 100)  # off the edge
     assert Detection((50, 50, 3, 3)).scaled(0.1).box == (5, 5, 0, 0)  # a tiny box rounds to nothing...
-    assert Detection((50, 50, 3, 3)).scaled(0.1).clipped(100, 100) is None  # ...and is dropped
+    assert not Detection((50, 50, 3, 3)).scaled(0.1).within(100, 100)  # ...and is dropped
 
 
 class HaarWindows(Detector):

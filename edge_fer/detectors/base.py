@@ -41,7 +41,7 @@ class Detection:
     def scaled(self, fx: float, fy: float | None = None) -> Detection:
         """The same face in a frame ``fx`` times as wide and ``fy`` (default ``fx``) times as tall: colour and
         gray may differ in size, and in aspect ratio. A tiny box may round to a width or height of 0: see
-        :meth:`clipped`."""
+        :meth:`within`."""
         fy = fx if fy is None else fy
         if fx == 1.0 and fy == 1.0:
             return self
@@ -49,15 +49,12 @@ class Detection:
         return Detection((int(round(x * fx)), int(round(y * fy)), int(round(w * fx)), int(round(h * fy))),
                          self.score, tuple((px * fx, py * fy) for px, py in self.landmarks))
 
-    def clipped(self, width: int, height: int) -> Detection | None:
-        """The box cut to a ``width`` x ``height`` frame (keypoints untouched); None where less than a pixel of
-        it lies inside (a face gone off the edge, or a box that rounded to nothing)."""
+    def within(self, width: int, height: int) -> bool:
+        """At least a pixel of the box lies inside a ``width`` x ``height`` frame: a crop can be cut from it.
+        Not so for a face gone off the edge, or a box that scaling rounded to nothing. The box itself is
+        left as it is (the crop clips it; alignment turns about its own centre)."""
         x, y, w, h = self.box
-        x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
-        if x1 - x0 < 1 or y1 - y0 < 1:
-            return None
-        box = (x0, y0, x1 - x0, y1 - y0)
-        return self if box == self.box else Detection(box, self.score, self.landmarks)
+        return min(width, x + w) - max(0, x) >= 1 and min(height, y + h) - max(0, y) >= 1
 
     def shifted(self, dx: int, dy: int) -> Detection:
         """The same face in a frame whose origin lies ``(dx, dy)`` pixels further up and left."""
