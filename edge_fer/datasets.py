@@ -61,9 +61,20 @@ def load_split(path: str | Path, split: str, size: tuple[int, int] = (48, 48),
     if faces.y.min() < 0 or faces.y.max() >= len(labels):
         raise DataError(f"labels in {path} ({split}) must lie in 0..{len(labels) - 1}, "
                         f"found {int(faces.y.min())}..{int(faces.y.max())}")
+    if not path.is_dir():  # class numbers, not names: FER2013's numbering, by name, in the order asked for
+        faces.y = _renumbered(faces.y, labels)
     if faces.x.shape[1:] != tuple(size):
         faces.x = prepare_images(faces.x, size)
     return faces
+
+
+def _renumbered(y: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
+    """FER2013's CSV and .npz number the classes in FER2013_LABELS' order; a model that names the same seven
+    classes in another order (alphabetical, as Keras' folder loader makes them) gets each face's class by name,
+    so ``eval`` scores it against the right one. Any other label set is taken as numbered in its own order."""
+    if tuple(labels) == FER2013_LABELS or sorted(labels) != sorted(FER2013_LABELS):
+        return y
+    return np.array([labels.index(name) for name in FER2013_LABELS], np.int64)[y]
 
 
 def available_splits(path: str | Path) -> list[str]:

@@ -349,6 +349,27 @@ def test_eval_reads_column_and_one_hot_labels_like_plain_ones(tmp_path, shape):
     assert json.loads(result.stdout)["n"] == 30
 
 
+@pytest.mark.parametrize("form", ["npz", "csv"])
+def test_fer2013_class_numbers_are_read_by_name_for_a_model_that_orders_its_labels_otherwise(tmp_path, form):
+    """A FER2013 file numbers angry..neutral 0..6; a model whose labels come alphabetically must see each face's
+    class under its own number for that name, or eval scores it against the wrong class."""
+    from edge_fer.datasets import load_split
+    from edge_fer.labels import FER2013_LABELS
+
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 256, (14, 48, 48), dtype=np.uint8), np.arange(14) % 7
+    data = tmp_path / f"faces.{form}"
+    if form == "npz":
+        np.savez(data, test_x=x, test_y=y)
+    else:
+        data.write_text("emotion,pixels,Usage\n" + "".join(
+            f"{c},{' '.join(map(str, face.ravel()))},PrivateTest\n" for c, face in zip(y, x)))
+    alphabetical = tuple(sorted(FER2013_LABELS))
+    faces = load_split(data, "test", labels=alphabetical)
+    assert [alphabetical[i] for i in faces.y] == [FER2013_LABELS[i] for i in y]
+    assert load_split(data, "test").y.tolist() == y.tolist()  # FER2013's own order: as written
+
+
 @pytest.mark.parametrize("y, fragment", [
     (np.zeros((30, 3)), "y of shape (n,), (n, 1) or one-hot (n, 7), got (30, 48, 48) and (30, 3)"),
     (np.zeros((30, 7)), "read as one-hot labels, but some rows mark no class"),
