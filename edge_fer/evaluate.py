@@ -1,7 +1,9 @@
 """Accuracy, macro-F1, per-class figures and the confusion matrix, in numpy only.
 
 The device has no scikit-learn, so ``edge-fer eval`` computes its metrics here; the
-definitions match scikit-learn's (F1 of a class with no predictions and no support is 0).
+definitions match scikit-learn's defaults: the F1 of a class with no predictions or no
+support is 0, and macro-F1 averages over the classes that occur in the labels or the
+answers (a folder of happy and sad photos is not marked down for the five classes it lacks).
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...]) -> 
     per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                         "support": int(support[i])} for i, name in enumerate(labels)}
     n = int(len(y_true))
-    return EvalResult(float(tp.sum() / n) if n else 0.0, float(f1.mean()), n, per_class, cm.tolist(), labels)
+    seen = (support > 0) | (predicted > 0)
+    macro_f1 = float(f1[seen].mean()) if seen.any() else 0.0
+    return EvalResult(float(tp.sum() / n) if n else 0.0, macro_f1, n, per_class, cm.tolist(), labels)
 
 
 def predict_all(classifier: Classifier, x: np.ndarray, batch: int = 256) -> np.ndarray:

@@ -154,6 +154,9 @@ def test_run_metrics_match_scikit_learn():
     got = np.array([[c["precision"], c["recall"], c["f1"], c["support"]] for c in m["per_class"].values()])
     np.testing.assert_allclose(got, np.stack([p, r, f, s], 1))
     assert np.array(m["confusion"]).sum() == 500 and m["n"] == 500
+    few_true, few_pred = rng.integers(0, 2, 50), rng.integers(0, 3, 50)  # classes 3-6 occur nowhere
+    assert split_metrics(few_true, few_pred, FER2013_LABELS)["macro_f1"] == pytest.approx(
+        f1_score(few_true, few_pred, average="macro", zero_division=0))
 
 
 def _train_args(data, out, *extra):
