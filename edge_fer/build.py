@@ -26,11 +26,13 @@ def make_detector(s: Settings) -> Detector:
                          min_score=d.min_score)
 
 
-def detector_label(d: DetectorSettings) -> str:
+def detector_label(d: DetectorSettings, running: str | None = None) -> str:
     """``haar det_width=320``, ``blazeface-full min_score=0.5``: the detector and the setting of its that
-    tells bench rows apart (also the web view's detector fact)."""
-    return f"{d.detector} " + (f"det_width={d.det_width}" if takes(d.detector, "det_width")
-                               else f"min_score={d.min_score:g}")
+    tells bench rows apart (also the web view's detector fact). ``running`` is the key of the detector
+    that was built, where it may differ (BlazeFace's models missing offline: Haar runs in its place)."""
+    key = running or d.detector
+    label = f"{key} " + (f"det_width={d.det_width}" if takes(key, "det_width") else f"min_score={d.min_score:g}")
+    return label if key == d.detector else f"{label} (in place of {d.detector}, whose models are missing)"
 
 
 def make_pipeline(s: Settings, classifier: Classifier) -> Pipeline:

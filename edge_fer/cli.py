@@ -176,7 +176,7 @@ def predict(images, given, as_json, annotate, plot):
     from .outputs import annotate as draw
     from .pipeline import FrameResult, classify_image
 
-    settings = resolve(given, read_secrets=False)
+    settings = resolve(given, read_secrets=False, web_view=False)
     classifier = make_classifier(settings.classifier)
     detector = make_detector(settings)
     for flag, target in (("--annotate", annotate), ("--plot", plot)):
@@ -245,7 +245,7 @@ def eval_(data, split, given, detect, as_json, plot):
     from .evaluate import confusion_image, evaluate
     from .photo_eval import evaluate_photos
 
-    settings = resolve(given, read_secrets=False)
+    settings = resolve(given, read_secrets=False, web_view=False)
     classifier = make_classifier(settings.classifier)
     if detect:
         result = evaluate_photos(classifier, make_detector(settings), data, split, settings.detector.align)
@@ -293,7 +293,8 @@ def bench(given, faces, frames, warmup, as_json):
     axes = {name: given.pop(name, ()) or (None,) for name in ("model", "threads", "detector", "det_width")}
     runs, seen = [], set()
     for combo in itertools.product(*axes.values()):
-        settings = resolve({**given, **{k: v for k, v in zip(axes, combo) if v is not None}}, read_secrets=False)
+        settings = resolve({**given, **{k: v for k, v in zip(axes, combo) if v is not None}},
+                           read_secrets=("http.token",))  # the web view's, with --http; no MQTT here
         d = settings.detector
         key = (settings.classifier.model, settings.classifier.threads, d.detector,
                d.det_width if takes(d.detector, "det_width") else None)
@@ -390,7 +391,7 @@ def _run_with_view(source, pipeline, classifier, settings, warmup: int, on_frame
     from .web import WebView
 
     view = WebView(settings.http)
-    view.attach(run_facts(settings, classifier, source), source, None)
+    view.attach(run_facts(settings, pipeline, source), source, None)
     click.echo(f"bench: web view on {view.url} while this configuration runs", err=True)
 
     def record(result) -> None:  # run calls this from on_frame, after the timings: count it in the output stage
@@ -416,7 +417,7 @@ def info(given, as_json):
     from .config import resolve
     from .info import collect, format_info
 
-    data = collect(resolve(given, read_secrets=False).classifier.model)
+    data = collect(resolve(given, read_secrets=False, web_view=False).classifier.model)
     click.echo(json.dumps(data, indent=2) if as_json else format_info(data))
 
 

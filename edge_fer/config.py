@@ -11,7 +11,8 @@ Names follow the section's ``TABLE``. A field of a section without a table is a 
 ``DetectorSettings.det_width`` is ``--det-width``, ``EDGE_FER_DET_WIDTH`` and ``det_width``. A field
 of a section with a table carries the table's name: ``MqttSettings.host`` is ``--mqtt-host``,
 ``EDGE_FER_MQTT_HOST`` and ``host`` under ``[mqtt]``. Relative paths in a file are relative to the
-file's folder.
+file's folder, and so is a ``source`` that is a file or folder (not a camera index, ``picamera[:N]`` or
+a URL).
 
 To add a setting, add a field to its section, e.g. in :class:`DetectorSettings`
 ``detector: str = setting("haar", "face detector", choices=("haar", "yunet"))``; its type (``int``,
@@ -49,7 +50,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar, Collection, Iterable, Mapping
 
 from .errors import EdgeFerError
 
@@ -327,7 +328,6 @@ class Settings:
     mqtt: MqttSettings = section(MqttSettings)
     http: HttpSettings = section(HttpSettings)
     origin: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
-    config_path: Path | None = field(default=None, compare=False)
 
     def get(self, key: str) -> Any:
         """A value by its file key (``det_width``, ``mqtt.host``)."""
@@ -524,10 +524,19 @@ def read_file(path: Path) -> Layer:
             continue
         try:
             values[key] = _check(opt, value, from_text=False, base=base)
+            if key == "source" and _is_local_path(values[key]):  # a file or folder, not a camera or a URL
+                values[key] = str(base / Path(values[key]).expanduser())
             origin[key] = f"{path}: {key}"
         except _Bad as exc:
             problems.append(f"{path}: {key}: {exc}")
     return values, origin, problems
+
+
+def _is_local_path(source: str) -> bool:
+    """Whether a ``source`` names a file or folder: not a camera index, ``picamera[:N]`` or a URL
+    (as :func:`edge_fer.sources.open_source` tells them apart)."""
+    return not (source.isascii() and source.isdigit() or source == "picamera" or source.startswith("picamera:")
+                or "://" in source)
 
 
 def read_env(environ: Mapping[str, str]) -> Layer:
@@ -571,15 +580,25 @@ def check_cli(cli: Mapping[str, Any]) -> Layer:
 
 
 def resolve(cli: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
-            config: Path | None = None, *, read_secrets: bool = True) -> Settings:
+            config: Path | None = None, *, read_secrets: bool | Collection[str] = True,
+            web_view: bool = True) -> Settings:
     """Merge defaults < file < environment < command line, check the result, derive the rest.
 
     ``cli`` holds only the options given on the command line, by click parameter name (``mqtt_host``).
     The config file is ``config``, else ``cli['config']``, else ``$EDGE_FER_CONFIG``; no file is read
-    implicitly. ``read_secrets=False`` leaves the password file unread (commands that publish nothing).
+    implicitly. ``read_secrets`` says which secret files are read: all (``True``), none (``False``:
+    commands that publish nothing and serve nothing), or those of the keys given (``("http.token",)``:
+    ``bench``, which may serve the web view but publishes nothing). The web view's token is read only
+    when ``http.listen`` is set. ``web_view=False``: the command never serves the web view (``predict``,
+    ``eval``, ``info``), so a listen address beyond this machine without a token is not refused there:
+    they read the service's own file, whose token may sit in the unit's environment.
     Raises :class:`ConfigError` listing every problem.
     """
     cli = dict(cli or {})
+    secrets = {s.key for s in SCHEMA if s.secret}
+    wanted = secrets if read_secrets is True else set(read_secrets or ())
+    if not wanted <= secrets:
+        raise ValueError(f"read_secrets: not secrets: {sorted(wanted - secrets)}")
     given_file = cli.pop("config", None)
     environ = os.environ if environ is None else environ
     path = config or given_file or (Path(environ[CONFIG_ENV]) if environ.get(CONFIG_ENV) else None)
@@ -595,16 +614,16 @@ def resolve(cli: Mapping[str, Any] | None = None, environ: Mapping[str, str] | N
         layer.update(dict.fromkeys(v, rank))
         problems += p
     if not problems:
-        problems += _cross_check(values, origin, layer, Path(path) if path is not None else None, read_secrets)
+        problems += _cross_check(values, origin, layer, Path(path) if path is not None else None, wanted, web_view)
     if problems:
         raise ConfigError(problems)
     parts = {name: cls(**{s.name: values[s.key] for s in SCHEMA if s.section == name})
              for name, cls in SECTIONS.items()}
-    return Settings(**parts, origin=origin, config_path=Path(path) if path is not None else None)
+    return Settings(**parts, origin=origin)
 
 
 def _cross_check(values: dict[str, Any], origin: dict[str, str], layer: dict[str, int], path: Path | None,
-                 read_secrets: bool) -> list[str]:
+                 read_secrets: set[str], web_view: bool) -> list[str]:
     """Checks that involve several values, and the values derived from others; updates ``values``."""
     def label(key: str) -> str:
         return origin.get(key, key)
@@ -616,8 +635,10 @@ def _cross_check(values: dict[str, Any], origin: dict[str, str], layer: dict[str
         else:
             problems.append(f"give either {label('camera')} or {label('source')}, not both")
     # The password and the token: the higher-precedence of the file and the environment variable wins.
+    # The token matters only while the web view is on: with it off, its file is left unread.
     for key in ("mqtt.password", "http.token"):
-        problems += _read_secret(key, values, origin, layer, read_secrets)
+        if key in read_secrets and (key != "http.token" or values["http.listen"] is not None):
+            problems += _read_secret(key, values, origin, layer)
     pw_file, pw = values["mqtt.password_file"], values["mqtt.password"]
     if (pw_file is not None or pw is not None) and values["mqtt.user"] is None:
         which = label("mqtt.password_file") if pw_file is not None else label("mqtt.password")
@@ -647,7 +668,7 @@ def _cross_check(values: dict[str, Any], origin: dict[str, str], layer: dict[str
         else:
             token = values["http.token"] is not None or values["http.token_file"] is not None
             problem = exposure(listen, token, values["http.insecure"])
-            if problem:
+            if problem and web_view:  # only a command that serves the view can expose it
                 problems.append(f"{label('http.listen')}: {problem}")
     # derived values
     if values["device_id"] is None:
@@ -659,12 +680,11 @@ def _cross_check(values: dict[str, Any], origin: dict[str, str], layer: dict[str
     return problems
 
 
-def _read_secret(key: str, values: dict[str, Any], origin: dict[str, str], layer: dict[str, int],
-                 read_secrets: bool) -> list[str]:
+def _read_secret(key: str, values: dict[str, Any], origin: dict[str, str], layer: dict[str, int]) -> list[str]:
     """Read ``<key>_file`` into ``key`` (a :class:`Secret`) unless the variable for ``key`` has precedence."""
     file_key = key + "_file"
     path, value = values[file_key], values[key]
-    if path is None or (value is not None and layer[file_key] <= layer[key]) or not read_secrets:
+    if path is None or (value is not None and layer[file_key] <= layer[key]):
         return []
     where = origin.get(file_key, file_key)
     try:

@@ -132,7 +132,7 @@ class Service:
             self.source, self.still = open_source(old)  # if even this fails, the service exits and is restarted
             self.sinks = make_sinks(old, self.source)
             if self.web is not None:
-                self.web.attach(run_facts(old, self.classifier, self.source), self.source, self.mqtt)
+                self.web.attach(run_facts(old, self.pipeline, self.source), self.source, self.mqtt)
             raise
         self.classifier, self.source, self.still, self.sinks, self.pipeline = classifier, source, still, sinks, pipeline
         if new_mqtt:
@@ -140,7 +140,7 @@ class Service:
                 self.mqtt.close(CLOSE_BUDGET)
             self.mqtt = publisher.start() if publisher is not None else None
         if self.web is not None:
-            self.web.attach(run_facts(s, classifier, self.source), self.source, self.mqtt)
+            self.web.attach(run_facts(s, pipeline, self.source), self.source, self.mqtt)
         self._applied = self.settings = s
 
     def _apply_web(self, http: HttpSettings | None, reloading: bool) -> None:
@@ -157,7 +157,7 @@ class Service:
             if reloading and previous is not None:
                 self.web = WebView(previous)  # its address was freed just now
                 self._http = previous
-                self.web.attach(run_facts(self._applied, self.classifier, self.source), self.source, self.mqtt)
+                self.web.attach(run_facts(self._applied, self.pipeline, self.source), self.source, self.mqtt)
             raise
         self._http = http
 
@@ -335,12 +335,13 @@ def make_sinks(s: Settings, source) -> list:
     return sinks
 
 
-def run_facts(s: Settings, classifier, source):
-    """What the web view shows about this run."""
+def run_facts(s: Settings, pipeline, source):
+    """What the web view shows about this run: the model and detector that run, not only the configured ones."""
     from .build import detector_label
     from .web import RunFacts
 
+    classifier = pipeline.classifier
     model = getattr(classifier, "model_path", None)
     return RunFacts(device_id=s.service.device_id, model=model.name if model is not None else type(classifier).__name__,
-                    backend=classifier.backend, detector=detector_label(s.detector), source=source.name,
-                    labels=tuple(classifier.labels))
+                    backend=classifier.backend, detector=detector_label(s.detector, pipeline.detector.key),
+                    source=source.name, labels=tuple(classifier.labels))

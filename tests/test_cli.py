@@ -82,10 +82,16 @@ def test_eval_on_npz_with_plot(tmp_path):
 
 def test_eval_metrics_match_definitions():
     from edge_fer.evaluate import metrics
+    from edge_fer.labels import FER2013_LABELS
+
     r = metrics(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), ("a", "b", "c"))
     assert r.accuracy == 0.5
     assert r.per_class["b"]["precision"] == pytest.approx(1 / 3) and r.per_class["b"]["recall"] == 1.0
     assert r.per_class["c"]["f1"] == 0.0 and r.macro_f1 == pytest.approx((2 / 3 + 0.5 + 0) / 3)
+    # classes neither in the labels nor in the answers are left out of the average, as scikit-learn does:
+    # a folder of happy and sad photos, all right, scores 1, not 2/7
+    two = metrics(np.array([3, 3, 4, 4]), np.array([3, 3, 4, 4]), FER2013_LABELS)
+    assert two.macro_f1 == 1.0 and two.per_class["angry"]["f1"] == 0.0
 
 
 def test_bench_json_on_synthetic_frames():
@@ -380,3 +386,39 @@ def test_eval_on_labels_of_another_shape_is_one_line(tmp_path, y, fragment):
     data = tmp_path / "faces.npz"
     np.savez(data, test_x=np.zeros((30, 48, 48), np.uint8), test_y=y)
     assert_one_line_error(run_cli("eval", "--data", str(data)), fragment)
+
+
+# --- the service's config file in the other commands --------------------------------------------------------------------
+
+def test_the_services_file_with_an_open_web_view_serves_the_other_commands(tmp_path):
+    """``[http] listen = "0.0.0.0:8080"`` with the token in the unit's environment (absent from a shell) or in a
+    token file: predict, eval and info serve no web view, so they take the file; run and bench --http refuse it
+    without a token, and bench reads the token file when it serves the view."""
+    data = tmp_path / "faces.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, test_x=rng.integers(0, 256, (8, 48, 48), dtype=np.uint8), test_y=rng.integers(0, 7, 8))
+    (tmp_path / "token").write_text("s3cret\n")
+    in_env = tmp_path / "in-env.toml"
+    in_env.write_text('detector = "haar"\n[http]\nlisten = "0.0.0.0:8080"\n')
+    with_file = tmp_path / "with-file.toml"
+    with_file.write_text('detector = "haar"\n[http]\nlisten = "0.0.0.0:8080"\ntoken_file = "token"\n')
+    no_token = {"EDGE_FER_HTTP_TOKEN": "", "EDGE_FER_HTTP_INSECURE": "", "EDGE_FER_CONFIG": ""}
+    runner = CliRunner(env=no_token)
+    for cfg in (in_env, with_file):
+        for args in (["info", "--json"], ["eval", "--data", str(data), "--json"], ["predict", str(SAMPLE), "--json"]):
+            result = runner.invoke(main, [*args, "--config", str(cfg)], catch_exceptions=False)
+            assert result.exit_code == 0, (cfg.name, args, result.output)
+            assert json.loads(result.stdout), args
+    refused = "the web view would listen on 0.0.0.0:8080, beyond this machine, without a token"
+    assert_one_line_error(run_cli("run", "--config", str(in_env), "--max-frames", "1", env=no_token),
+                          f"{in_env}: http.listen: {refused}")
+    assert_one_line_error(run_cli("bench", "--config", str(in_env), "--frames", "1", env=no_token),
+                          f"{in_env}: http.listen: {refused}")
+    assert_one_line_error(run_cli("bench", "--http", "0.0.0.0:8091", "--frames", "1", env=no_token),
+                          "--http: the web view would listen on 0.0.0.0:8091, beyond this machine, without a token")
+    result = runner.invoke(main, ["bench", "--config", str(with_file), "--http", "0.0.0.0:0", "--frames", "2",
+                                  "--warmup", "0", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "bench: web view on http://0.0.0.0:" in result.stderr and "s3cret" not in result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert [r["status"] for r in rows] == ["ok", "ok"] and rows[1]["model"].endswith(" + web view")

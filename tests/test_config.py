@@ -76,6 +76,30 @@ def test_relative_paths_are_relative_to_the_file(tmp_path):
     assert s.mqtt.password == Secret("hunter2"), "one trailing newline is not part of the password"
 
 
+def test_a_relative_source_file_is_relative_to_the_file_and_cameras_and_urls_are_kept(tmp_path, cli):
+    etc = tmp_path / "etc"
+    (etc / "clips").mkdir(parents=True)
+    for source, expected in [("clips/a.mp4", str(etc / "clips" / "a.mp4")), ("frames", str(etc / "frames")),
+                             ("../b.jpg", str(etc / ".." / "b.jpg")), (str(SAMPLE), str(SAMPLE)),
+                             ("~/c.mp4", str(Path("~/c.mp4").expanduser())),
+                             ("picamera", "picamera"), ("picamera:1", "picamera:1"), ("0", "0"), ("2", "2"),
+                             ("rtsp://cam.local:8554/live", "rtsp://cam.local:8554/live"),
+                             ("http://cam.local/video.mjpg", "http://cam.local/video.mjpg")]:
+        s = resolve({}, {}, write(etc, f"source = {json.dumps(source)}\n"))
+        assert s.input.source == expected, source
+    # only the file's value: the command line and the environment are relative to the working folder, as typed
+    cfg = write(etc, 'source = "clips/a.mp4"\n')
+    assert resolve({"source": "x.mp4"}, {}, cfg).input.source == "x.mp4"
+    assert resolve({}, {"EDGE_FER_SOURCE": "y.mp4"}, cfg).input.source == "y.mp4"
+    # end to end: run finds the photo beside the file, whatever the working folder
+    (etc / "photo.jpg").write_bytes(SAMPLE.read_bytes())
+    cfg = write(etc, 'source = "photo.jpg"\noutput = "jsonl"\n')
+    with cli.isolated_filesystem(temp_dir=tmp_path):
+        r = cli.invoke(main, ["run", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    assert jsonl_frames(r) == 1
+
+
 # --- errors: one line naming the key ---------------------------------------------------------------------------------
 
 FILE_ERRORS = [
@@ -215,6 +239,32 @@ def test_config_check_with_env_and_show(tmp_path, cli):
     assert re.search(r"^det_width\s+= 200\s+# EDGE_FER_DET_WIDTH$", r.stdout, re.M), r.stdout
     r = cli.invoke(main, ["config", "check", str(cfg), "--show"], env={"EDGE_FER_DET_WIDTH": "200"})
     assert re.search(rf"^det_width\s+= 160\s+# {re.escape(str(cfg))}: det_width$", r.stdout, re.M), r.stdout
+
+
+def test_the_web_view_exposure_and_its_token_matter_only_to_commands_that_serve_it(tmp_path):
+    """The service's file listens beyond this machine with the token in the unit's environment, which a shell lacks."""
+    cfg = write(tmp_path, '[http]\nlisten = "0.0.0.0:8080"\n')
+    with pytest.raises(ConfigError, match="http.listen: the web view would listen on 0.0.0.0:8080"):
+        resolve({}, {}, cfg)                                          # run, config check: refused
+    s = resolve({}, {}, cfg, read_secrets=False, web_view=False)     # predict, eval, info: not their concern
+    assert s.http.listen == "0.0.0.0:8080" and s.http.token is None
+    with pytest.raises(ConfigError, match="--http: must be PORT"):  # a malformed address is still an error
+        resolve({"http": "a:b:1"}, {}, None, read_secrets=False, web_view=False)
+    # bench reads the web view's token (its view needs it) and leaves the MQTT password unread
+    (tmp_path / "token").write_text("s3cret\n")
+    cfg = write(tmp_path, '[http]\nlisten = "0.0.0.0:8080"\ntoken_file = "token"\n'
+                          '[mqtt]\nhost = "h"\nuser = "u"\npassword_file = "root-only"\n')
+    s = resolve({}, {}, cfg, read_secrets=("http.token",))
+    assert s.http.token == Secret("s3cret") and s.http.exposure() is None and s.mqtt.password is None
+    with pytest.raises(ConfigError, match="mqtt.password_file: cannot read"):
+        resolve({}, {}, cfg)
+    with pytest.raises(ValueError):
+        resolve({}, {}, None, read_secrets=("mqtt.host",))
+    # with the view off, its token file is left unread
+    cfg = write(tmp_path, '[http]\ntoken_file = "root-only"\n')
+    assert resolve({}, {}, cfg).http.token is None
+    with pytest.raises(ConfigError, match="http.token_file: cannot read"):
+        resolve({"http": "8080"}, {}, cfg)
 
 
 # --- the shipped example -----------------------------------------------------------------------------------------------

@@ -325,3 +325,22 @@ def test_short_soak_memory_and_latency_stay_flat(tmp_path):
     # run) barely moves, unlike wall-clock latency.
     cpu = result["cpu_ms_per_frame"]
     assert cpu["end_mean"] < 3.0 * cpu["start_mean"], cpu
+
+
+def test_the_web_view_names_the_detector_that_runs_not_only_the_configured_one(video):
+    """Offline without BlazeFace's models the default detector falls back to Haar: the page and /metrics say so."""
+    from edge_fer.classifier import load_classifier
+    from edge_fer.config import resolve
+    from edge_fer.detectors import make_detector
+    from edge_fer.pipeline import Pipeline
+    from edge_fer.service import open_source, run_facts
+
+    settings = resolve({"source": str(video)}, {})  # the default detector: blazeface-full
+    source, _ = open_source(settings)
+    try:
+        fallen_back = Pipeline(load_classifier(None), make_detector("haar"))
+        facts = run_facts(settings, fallen_back, source)
+    finally:
+        source.close()
+    assert facts.detector == "haar det_width=320 (in place of blazeface-full, whose models are missing)"
+    assert facts.model == "default.tflite" and facts.labels[3] == "happy"
