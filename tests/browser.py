@@ -63,6 +63,8 @@ class Browser:
         self._buf = b""
         self._id = 0
         self.session: str | None = None
+        self.kept: set[str] = set()            # the protocol events to keep (method names), see wait_event
+        self.events: list[dict[str, Any]] = []  # those events, as they came
 
     def __enter__(self) -> Browser:
         target = next(t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page")
@@ -104,6 +106,8 @@ class Browser:
                 self._buf += chunk
             raw, self._buf = self._buf.split(b"\0", 1)
             reply = json.loads(raw)
+            if reply.get("method") in self.kept:  # an event (it has no id)
+                self.events.append(reply)
             if reply.get("id") == self._id:
                 if "error" in reply:
                     raise RuntimeError(f"{method}: {reply['error']}")
@@ -133,6 +137,20 @@ class Browser:
                     return value
             time.sleep(0.2)
         raise AssertionError(f"{expression} stayed {value!r} for {timeout} s")
+
+    def wait_event(self, method: str, match: Any = lambda params: True, timeout: float = 20.0) -> dict[str, Any]:
+        """The params of the first ``method`` event that ``match(params)`` accepts since ``kept`` named it (enable
+        its domain too: ``call("Network.enable")``); waits for one."""
+        self.kept.add(method)
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events:
+                if event["method"] == method and match(event["params"]):
+                    return event["params"]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {method} event as wanted in {timeout} s")
+            self.evaluate("0")  # reads what Chromium sent meanwhile
+            time.sleep(0.2)
 
     def screenshot(self, path: Path) -> Path:
         data = self.call("Page.captureScreenshot", format="png")["data"]

@@ -1,26 +1,35 @@
 """The web view of ``edge-fer run --http``: a real run on a video, a real HTTP client, a real Chromium.
 
-Every test talks to an ``edge-fer run`` subprocess over 127.0.0.1 with ``http.client``; no part
-of the server is replaced. Timing checks compare frame rates with a wide margin.
+Every test talks to an ``edge-fer run`` subprocess over 127.0.0.1 with ``http.client``, or, for how the
+view behaves while frames stop, to a real view in this process that the test hands frames to as the
+vision loop does (so it decides when the "camera" stalls); no part of the server is replaced. Timing
+checks compare frame rates with a wide margin; waits have generous deadlines.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import shutil
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge_fer.config import ConfigError, resolve
+from edge_fer.config import ConfigError, HttpSettings, resolve
+from edge_fer.pipeline import FrameResult
+from edge_fer.sources import Frame
+from edge_fer.web.frames import FrameHub
+from edge_fer.web.server import WebView
 from browser import Browser
 from service_helpers import SAMPLE, Broker, EdgeFer, StreamServer, free_port, make_video, start_edge_fer, wait_until
 from support import MEDIA, assert_one_line_error, run_cli
@@ -141,6 +150,85 @@ def drawn_box(drawn: np.ndarray, near: tuple[int, int, int, int], slack: int = 1
     rows = np.flatnonzero(region.sum(axis=1) >= 0.7 * w)
     assert len(cols) and len(rows), "no box outline near the face"
     return x0 + int(cols.min()), x0 + int(cols.max()), y0 + int(rows.max())
+
+
+def stream_status(port: int) -> int:
+    """The status a new /stream.mjpg client gets (the connection is closed right after)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/stream.mjpg")
+        resp = conn.getresponse()
+        try:
+            return resp.status
+        finally:
+            resp.close()
+    finally:
+        conn.close()
+
+
+def raw_client(port: int, path: str) -> socket.socket:
+    """A client that sends its request and reads nothing."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return s
+
+
+def server_events(port: int, timeout: float = 10.0) -> Iterator[dict]:
+    """The /api/events messages as they come (each one's JSON); a gap over ``timeout`` seconds fails."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    resp = None
+    try:
+        conn.request("GET", "/api/events")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.headers["Content-Type"] == "text/event-stream"
+        while line := resp.readline():
+            if line.startswith(b"data: "):
+                yield json.loads(line[6:])
+    finally:
+        if resp is not None:
+            resp.close()
+        conn.close()
+
+
+def gray_frame(index: int, size: tuple[int, int]) -> tuple[FrameResult, Frame]:
+    w, h = size
+    image = np.full((h, w), 90, np.uint8)
+    image[h // 4:3 * h // 4, w // 4:3 * w // 4] = 200
+    return FrameResult(frame=index, ts=time.time(), fps=10.0, faces=[]), Frame(index, time.time(), image)
+
+
+def feed(view: WebView, index: int, size: tuple[int, int] = (320, 240)) -> None:
+    """One frame, handed over as the vision loop does (the sink call, then on_frame)."""
+    result, frame = gray_frame(index, size)
+    view.write(result, frame)
+    view.record(result)
+
+
+class Camera:
+    """Frames for a view at about 10 per second until the ``with`` ends (the camera stalls)."""
+
+    def __init__(self, view: WebView, size: tuple[int, int] = (320, 240)):
+        self.view, self.size = view, size
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-camera", daemon=True)
+
+    def _run(self) -> None:
+        index = 0
+        while not self._stop.wait(0.1):
+            index += 1
+            feed(self.view, index, self.size)
+
+    def __enter__(self) -> Camera:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def a_view(**settings) -> WebView:
+    return WebView(HttpSettings(**{"listen": "127.0.0.1:0", "stall": 1.0, **settings}))
 
 
 def stop(run: EdgeFer) -> None:
@@ -376,6 +464,85 @@ def test_a_reload_keeps_the_view_and_its_viewers_unless_its_settings_change(tmp_
         run.kill()
 
 
+# --- frames stop: a stalled camera, viewers that hang up, a frame that cannot be drawn --------------------------------
+
+def test_events_say_stalled_and_keep_the_uptime_current_while_no_frame_comes():
+    view = a_view()
+    try:
+        events = server_events(view.port)
+        seen: list[tuple[str, float]] = []
+
+        def until(status: str, count: int) -> None:
+            n = 0
+            for state in events:
+                seen.append((state["health"]["status"], state["uptime"]))
+                n += seen[-1][0] == status
+                if n >= count:
+                    return
+            raise AssertionError(f"the events ended: {seen}")
+
+        until("stalled", 3)  # a camera that never delivers: "starting", then "stalled", not silence
+        assert seen[0][0] == "starting" and {st for st, _ in seen} == {"starting", "stalled"}, seen
+        stalled = [up for st, up in seen if st == "stalled"]
+        assert stalled == sorted(stalled) and stalled[-1] > stalled[0], f"the uptime goes on: {seen}"
+        with Camera(view):
+            until("ok", 1)
+        seen.clear()
+        until("stalled", 3)  # the camera stops after frames came: the events say so, and go on
+        assert seen[-1][0] == "stalled" and seen[-1][1] > seen[-3][1], seen
+        status, body = get_json(view.port, "/healthz")
+        assert status == 503 and body["status"] == "stalled"
+        events.close()
+    finally:
+        view.close()
+
+
+def test_stream_clients_that_hang_up_while_no_frame_comes_free_their_slots():
+    view = a_view(max_clients=2)
+    port = view.port
+    try:
+        for _ in range(2):  # page reloads during a stall, twice max_clients of them
+            gone = [raw_client(port, "/stream.mjpg") for _ in range(2)]
+            wait_until(lambda: sample(metrics(port), "edge_fer_http_stream_clients") == 2, 15, "2 stream clients")
+            assert stream_status(port) == 503
+            for s in gone:
+                s.close()
+            wait_until(lambda: sample(metrics(port), "edge_fer_http_stream_clients") == 0, 30,
+                       "the slots of the clients that hung up freed, with no frame to send them")
+        assert stream_status(port) == 200
+        feed(view, 1)  # one frame, then none: a viewer gets its picture, then the same again (the connection is kept
+        first, again = stream_parts(port, 2)  # busy, and a viewer that went away is noticed by the write)
+        assert first == again
+        assert cv2.imdecode(np.frombuffer(first, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
+    finally:
+        view.close()
+
+
+def test_the_jpeg_encoder_skips_a_frame_it_cannot_draw_and_goes_on(caplog):
+    hub = FrameHub(fps=30)
+    bad = Frame(0, time.time(), None, np.zeros((240, 320, 3), np.uint8))  # no gray image: an AttributeError, not cv2's
+    caplog.set_level(logging.DEBUG, logger="edge_fer.web.frames")
+
+    def logged(level: int) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "edge_fer.web.frames" and r.levelno == level]
+
+    try:
+        with hub.watching():
+            got = (0, b"")
+            for i, level in enumerate((logging.WARNING, logging.DEBUG)):  # the first time a warning, then debug
+                hub.write(gray_frame(10 * i + 1, SIZE)[0], bad)
+                wait_until(lambda level=level: len(logged(level)) == 1, 10, "the bad frame tried")
+                hub.write(*gray_frame(10 * i + 2, SIZE))
+                got = hub.next_jpeg(got[0], 10.0)
+                assert got is not None, "the encoder thread still makes JPEGs"
+                assert cv2.imdecode(np.frombuffer(got[1], np.uint8), cv2.IMREAD_COLOR).shape == (360, 480, 3)
+        (warning,) = logged(logging.WARNING)
+        assert "cannot encode frame 1: AttributeError" in warning.getMessage(), "once per kind, then at debug level"
+        assert hub.snapshot(5.0) == got[1]
+    finally:
+        hub.close()
+
+
 # --- listening beyond this machine -------------------------------------------------------------------------------------
 
 def test_a_non_loopback_address_needs_a_token_or_insecure(tmp_path):
@@ -483,3 +650,44 @@ def test_chromium_shows_the_stream_and_the_bars(tmp_path, clip):
         stop(run)
     finally:
         run.kill()
+
+
+def test_chromium_shows_a_stall_and_comes_back_after_a_restart_and_a_503():
+    badge = "document.getElementById('health').textContent"
+    width = "document.getElementById('stream').naturalWidth"
+    view = a_view(max_clients=1)
+    port = view.port
+    try:
+        with Browser() as browser:
+            browser.call("Network.enable")
+            browser.kept.add("Network.responseReceived")
+            with Camera(view, (320, 240)):
+                browser.open(f"http://127.0.0.1:{port}/")
+                browser.wait_for(f"{width} === 320 && {badge} === 'ok'", 30)
+            browser.wait_for(f"{badge} === 'stalled'", 30)  # the camera stopped: the page says so
+            uptime = browser.evaluate("document.getElementById('uptime').textContent")
+            browser.wait_for(f"document.getElementById('uptime').textContent !== {uptime!r}", 30)
+            view.close()  # a restart of the service: the stream and the events end, the port is refused
+            browser.wait_for(f"{badge} === 'reconnecting'", 30)
+            for _ in range(3):  # the new view's only event slot taken before the page's retry gets there
+                view = a_view(listen=f"127.0.0.1:{port}", max_clients=1)
+                hog = raw_client(port, "/api/events")
+                hog.settimeout(10)
+                answer = b""
+                while b"\r\n" not in answer and (chunk := hog.recv(64)):
+                    answer += chunk
+                if answer.startswith(b"HTTP/1.0 200"):
+                    break
+                hog.close()
+                view.close()
+            else:
+                raise AssertionError("the page always took the event slot first")
+            try:  # the page's retry gets a 503, on which a browser gives up on an EventSource for good
+                browser.wait_event("Network.responseReceived", lambda p: p["response"]["url"].endswith(
+                    "/api/events") and p["response"]["status"] == 503, 30)
+            finally:
+                hog.close()
+            with Camera(view, (160, 120)):  # the page makes a new EventSource, then a new stream of the new view
+                browser.wait_for(f"{width} === 160 && {badge} === 'ok'", 60)
+    finally:
+        view.close()

@@ -41,6 +41,7 @@ class FrameHub:
         self.shown: FrameResult | None = None  # the result drawn on the current JPEG
         self._closed = False
         self.encoded = 0
+        self._failed: set[str] = set()  # kinds of encoding failure logged already (each once)
         self._thread = threading.Thread(target=self._encode_loop, name="http-jpeg", daemon=True)
         self._thread.start()
 
@@ -82,6 +83,13 @@ class FrameHub:
                 return None
             return self._jpeg_seq, self._jpeg
 
+    def latest_jpeg(self) -> tuple[int, bytes] | None:
+        """The newest JPEG made, (its number, bytes), however old; None before the first or once closed."""
+        with self._cond:
+            if self._closed or self._jpeg is None:
+                return None
+            return self._jpeg_seq, self._jpeg
+
     def snapshot(self, timeout: float) -> bytes | None:
         """A JPEG of the newest frame: the one made already if it shows that frame, else a fresh one."""
         with self._cond:
@@ -111,17 +119,31 @@ class FrameHub:
                         return
                 seq, result, frame = self._latest
             next_at = time.monotonic() + self.period
+            jpeg = None
             try:
                 image = annotate(frame_image(frame), result, frame.gray.shape[:2])
                 ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-            except cv2.error as exc:  # one bad frame must not end the view
-                log.warning("http: cannot encode frame %d: %s", result.frame, exc)
-                ok = False
-            with self._cond:
                 if ok:
-                    self._jpeg, self._jpeg_of, self.shown = buf.tobytes(), seq, result
+                    jpeg = buf.tobytes()
+            except Exception as exc:  # one bad frame, whatever the failure, must not end the view
+                self._encode_failed(seq, result, exc)
+            with self._cond:
+                if jpeg is not None:
+                    self._jpeg, self._jpeg_of, self.shown = jpeg, seq, result
                     self._jpeg_seq += 1
                     self.encoded += 1
                 else:
                     self._jpeg_of = seq  # skip this frame, wait for the next
                 self._cond.notify_all()
+
+    def _encode_failed(self, seq: int, result: FrameResult, exc: Exception) -> None:
+        """Log a frame the encoder skips: each kind of failure once as a warning, again only at debug level."""
+        kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        frame = getattr(result, "frame", seq)
+        if kind in self._failed:
+            log.debug("http: cannot encode frame %s: %s: %s", frame, type(exc).__name__, exc)
+            return
+        self._failed.add(kind)
+        log.warning("http: cannot encode frame %s: %s: %s (frames that fail like this are skipped; "
+                    "later ones are logged at debug level)", frame, type(exc).__name__, exc,
+                    exc_info=not isinstance(exc, cv2.error))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import select
 import socket
 import socketserver
 import threading
@@ -37,7 +38,9 @@ log = logging.getLogger(__name__)
 BOUNDARY = "edge-fer-frame"
 SNAPSHOT_WAIT = 3.0     # seconds a snapshot waits for a frame before 503
 EVENT_PERIOD = 0.2      # /api/events: at most 5 state events per second
-KEEPALIVE = 15.0        # /api/events: a comment line when nothing was sent for this long
+STATE_EVERY = 1.0       # /api/events: the state at least this often, so a page's uptime and health stay current
+STREAM_REPEAT = 3.0     # /stream.mjpg: the last JPEG again after this long without a new one (a stalled camera):
+                        # proxies keep the connection, and a viewer that went away is noticed by the write
 CLIENT_TIMEOUT = 10.0   # a client that takes no data for this long is dropped (frees its stream slot)
 
 
@@ -325,31 +328,46 @@ class _Handler(BaseHTTPRequestHandler):
         with self._streaming(view, "stream", f"multipart/x-mixed-replace; boundary={BOUNDARY}", head) as body:
             if not body:
                 return
-            seq = 0
+            seq, sent_at = 0, time.monotonic()
             with view.hub.watching():
                 while not view.closed.is_set():
                     got = view.hub.next_jpeg(seq, 1.0)
-                    if got is None:
-                        continue
+                    if got is None:  # no new frame (a stalled camera, or none yet): is the viewer still there?
+                        if self._client_gone():
+                            return
+                        if time.monotonic() - sent_at < STREAM_REPEAT:
+                            continue
+                        got = view.hub.latest_jpeg()
+                        if got is None:  # no JPEG made yet: nothing to repeat
+                            continue
                     seq, jpeg = got
                     self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}"
                                      f"\r\n\r\n".encode() + jpeg + b"\r\n")
+                    sent_at = time.monotonic()
+
+    def _client_gone(self) -> bool:
+        """Whether the client closed its end (EOF or a reset): it only sends the request, so anything readable
+        after it that is not data means it went away, even while this side has nothing to write."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):  # a reset, or a socket closed already
+            return True
 
     def _events(self, view: WebView, head: bool) -> None:
         with self._streaming(view, "events", "text/event-stream", head) as body:
             if not body:
                 return
-            sent_frames, sent_at = -1, 0.0
+            # The state on every new frame (at most 5 times a second), on every change of health, and at least
+            # every STATE_EVERY seconds: a stalled camera shows as such, and the uptime keeps counting.
+            sent_frames, sent_status, sent_at = -1, None, 0.0
             while True:
                 now = time.monotonic()
-                if view.frames != sent_frames or sent_frames < 0:
-                    sent_frames = view.frames
+                frames, (_, health) = view.frames, view.health()
+                if frames != sent_frames or health["status"] != sent_status or now - sent_at >= STATE_EVERY:
                     state = view.state(as_shown=True)
                     self.wfile.write(b"data: " + json.dumps(state, separators=(",", ":")).encode() + b"\n\n")
-                    sent_at = now
-                elif now - sent_at >= KEEPALIVE:
-                    self.wfile.write(b": keepalive\n\n")
-                    sent_at = now
+                    sent_frames, sent_status, sent_at = frames, state["health"]["status"], now
                 if view.closed.wait(EVENT_PERIOD):
                     return
 
