@@ -135,7 +135,9 @@ def config_group() -> None:
 
 @config_group.command("check", context_settings=CONTEXT)
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--env", "with_env", is_flag=True, help="apply the EDGE_FER_* environment too, as `run` would")
+@click.option("--env", "with_env", is_flag=True,
+              help="apply the EDGE_FER_* environment too, as `run` would; only then is a web view listening beyond "
+                   "this machine checked for a token, which the unit's environment file often holds")
 @click.option("--show", is_flag=True, help="print every setting and where its value comes from")
 def config_check(file, with_env, show):
     """Validate FILE: every problem is one `error: ...` line naming the key; exit status 2 if any."""
@@ -144,7 +146,7 @@ def config_check(file, with_env, show):
     from .config import ConfigError, format_settings, resolve
 
     try:
-        settings = resolve({}, os.environ if with_env else {}, file)
+        settings = resolve({}, os.environ if with_env else {}, file, web_view=with_env)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)

@@ -241,11 +241,22 @@ def test_config_check_with_env_and_show(tmp_path, cli):
     assert re.search(rf"^det_width\s+= 160\s+# {re.escape(str(cfg))}: det_width$", r.stdout, re.M), r.stdout
 
 
+def test_config_check_leaves_the_web_view_s_token_to_the_environment_unless_given_it(tmp_path, cli):
+    """The documented LAN set-up keeps the token in the unit's environment file: the file alone checks ok, and
+    with --env the environment must hold the token."""
+    cfg = write(tmp_path, '[http]\nlisten = "0.0.0.0:8080"\n')
+    assert cli.invoke(main, ["config", "check", str(cfg)]).exit_code == 0
+    r = cli.invoke(main, ["config", "check", str(cfg), "--env"], env={"EDGE_FER_HTTP_TOKEN": ""})
+    assert r.exit_code == 2 and "would listen on 0.0.0.0:8080" in r.stderr
+    r = cli.invoke(main, ["config", "check", str(cfg), "--env"], env={"EDGE_FER_HTTP_TOKEN": "s3cret-token-1"})
+    assert r.exit_code == 0, r.output
+
+
 def test_the_web_view_exposure_and_its_token_matter_only_to_commands_that_serve_it(tmp_path):
     """The service's file listens beyond this machine with the token in the unit's environment, which a shell lacks."""
     cfg = write(tmp_path, '[http]\nlisten = "0.0.0.0:8080"\n')
     with pytest.raises(ConfigError, match="http.listen: the web view would listen on 0.0.0.0:8080"):
-        resolve({}, {}, cfg)                                          # run, config check: refused
+        resolve({}, {}, cfg)                                          # run (and config check --env): refused
     s = resolve({}, {}, cfg, read_secrets=False, web_view=False)     # predict, eval, info: not their concern
     assert s.http.listen == "0.0.0.0:8080" and s.http.token is None
     with pytest.raises(ConfigError, match="--http: must be PORT"):  # a malformed address is still an error
