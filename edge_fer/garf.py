@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 KIND = "ga-rf"
 FORMAT = "edge-fer-garf/1"
-EXTRA_HINT = "pip install 'edge-fer[garf]'"
+EXTRA_HINT = "pip install scikit-learn joblib (the checkout's 'garf' extra)"
 
 
 def artifact_files(model_path: str | Path) -> tuple[Path, Path]:

@@ -55,7 +55,7 @@ def find_backend(preferred: str | None = None) -> Backend:
         return Backend(name, getattr(mod, attr), delegate)
     if preferred:
         raise ModelError(f"interpreter backend {preferred!r} is not installed")
-    raise ModelError("no TFLite interpreter installed: pip install ai-edge-litert (or edge-fer[tflite-runtime])")
+    raise ModelError("no TFLite interpreter installed: pip install ai-edge-litert")
 
 
 def make_interpreter(model_path: str | Path, num_threads: int | None = None, edgetpu: bool = False,

@@ -37,28 +37,30 @@ def describe(result: FrameResult) -> str:
 
 
 class ConsoleSink:
-    """A live line on a terminal (rewritten in place); one line per second when piped to a log."""
+    """A live line on a terminal (rewritten in place); one line per second when piped to a log; a line per
+    image, named, for images."""
 
     def __init__(self, stream: TextIO | None = None, interval: float = 1.0):
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.interval = interval
         self._last = 0.0
+        self._live = False  # a line rewritten in place is open on the terminal
 
     def write(self, result: FrameResult, frame: Frame) -> None:
-        if self.tty:
+        if self.tty and not frame.name:
             self.stream.write("\r" + describe(result).ljust(100))
             self.stream.flush()
+            self._live = True
             return
         now = time.monotonic()
-        if frame.name or now - self._last >= self.interval:
-            prefix = f"{frame.name}: " if frame.name else ""
-            self.stream.write(prefix + describe(result) + "\n")
+        if frame.name or now - self._last >= self.interval:  # each image (of a folder) on a line of its own
+            self.stream.write((f"{frame.name}: " if frame.name else "") + describe(result) + "\n")
             self.stream.flush()
             self._last = now
 
     def close(self) -> None:
-        if self.tty:
+        if self._live:
             self.stream.write("\n")
             self.stream.flush()
 

@@ -1,6 +1,7 @@
 """The ``edge-fer`` command end to end: click's runner for speed, real subprocesses for exit codes and stderr."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -422,3 +423,30 @@ def test_the_services_file_with_an_open_web_view_serves_the_other_commands(tmp_p
     assert "bench: web view on http://0.0.0.0:" in result.stderr and "s3cret" not in result.output
     rows = json.loads(result.stdout)["rows"]
     assert [r["status"] for r in rows] == ["ok", "ok"] and rows[1]["model"].endswith(" + web view")
+
+
+def test_on_a_terminal_an_image_is_named_on_its_own_line(tmp_path):
+    """What the README's first command prints: on a real terminal (a pseudo-terminal here) each image's line
+    names it, as when piped; a video's line is rewritten in place."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "edge_fer.cli", "run", "--source", str(SAMPLE),
+                             "--detector", "haar"], stdout=secondary, stderr=subprocess.DEVNULL, cwd=ROOT)
+    os.close(secondary)
+    out = b""
+    try:
+        while chunk := _read_pty(primary):
+            out += chunk
+    finally:
+        proc.wait(timeout=120)
+        os.close(primary)
+    lines = out.decode().replace("\r\n", "\n").split("\n")
+    assert proc.returncode == 0 and any(line.startswith(f"{SAMPLE.name}: frame      1 |") for line in lines), out
+
+
+def _read_pty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # the child closed its end
+        return b""

@@ -281,7 +281,7 @@ def test_missing_scikit_learn_names_the_extra(garf_run):
     code = ("import sys; sys.modules['sklearn'] = None; from edge_fer.cli import main; "
             f"sys.argv = ['edge-fer', 'eval', '--data', {data!r}, '--model', {str(out / 'model.json')!r}]; main()")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert_one_line_error(proc, "needs scikit-learn", "pip install 'edge-fer[garf]'")
+    assert_one_line_error(proc, "needs scikit-learn", "pip install scikit-learn joblib")
 
 
 def test_training_cli_rejects_missing_weights(tmp_path):

@@ -148,7 +148,7 @@ def _search(args: argparse.Namespace, request: dict[str, Any], budget: dict[str,
     try:
         import keras_tuner as kt
     except ImportError:
-        raise EdgeFerError("the search needs keras-tuner: pip install 'edge-fer[train]'") from None
+        raise EdgeFerError("the search needs keras-tuner: pip install -e '.[train]' from the checkout") from None
     from .common.data import load_splits
     from .models import build
     from .train import deadline_callback, with_augmentation
