@@ -76,6 +76,7 @@ def test_install_script_is_idempotent_and_uninstalls(tmp_path, edge_fer_exe):
                                         capture_output=True, text=True)
     r = install("--exec", str(edge_fer_exe))
     assert r.returncode == 0, r.stderr
+    assert "skipped systemctl restart edge-fer.service" in r.stdout
     unit = stage / "etc/systemd/system/edge-fer.service"
     config = stage / "etc/edge-fer/config.toml"
     assert f"ExecStart={edge_fer_exe} run --config /etc/edge-fer/config.toml" in unit.read_text()
@@ -90,18 +91,118 @@ def test_install_script_is_idempotent_and_uninstalls(tmp_path, edge_fer_exe):
     r = install("--exec", str(edge_fer_exe))
     assert r.returncode == 0, r.stderr
     assert "is up to date" in r.stdout and "kept" in r.stdout
+    # an unchanged unit still restarts the service: an upgrade into the same venv must load the new code
+    assert "skipped systemctl restart edge-fer.service" in r.stdout
     assert tree(stage) == edited
+    r = install("--exec", str(edge_fer_exe), "--no-start")
+    assert r.returncode == 0 and "systemctl restart" not in r.stdout and "systemctl start" not in r.stdout
     # a broken --exec is refused, nothing is touched
     r = install("--exec", str(tmp_path / "nope"))
     assert r.returncode == 1 and "is not an executable" in r.stderr
     assert tree(stage) == edited
-    # uninstall keeps the config; --purge removes it
+    # uninstall keeps the config and the drop-ins of `systemctl edit`; --purge removes them
+    dropins = stage / "etc/systemd/system/edge-fer.service.d"
+    dropins.mkdir()
+    (dropins / "override.conf").write_text("[Service]\nReadWritePaths=/srv/clips\n")
     r = install("--uninstall")
     assert r.returncode == 0 and not unit.exists() and config.exists()
+    assert (dropins / "override.conf").exists() and f"kept {dropins}" in r.stdout
     r = install("--uninstall")
     assert r.returncode == 0, "uninstalling twice is fine"
     r = install("--uninstall", "--purge")
     assert r.returncode == 0 and not (stage / "etc/edge-fer").exists()
+    assert not dropins.exists() and f"removed {dropins}" in r.stdout
+    assert not (stage / "etc/systemd/system").exists() or not any((stage / "etc/systemd/system").iterdir())
+
+
+def test_install_script_refuses_an_edge_fer_that_protecthome_hides(tmp_path, edge_fer_exe):
+    """ProtectHome=yes hides /home, /root and /run/user: such an ExecStart= fails with 203/EXEC, so it is refused."""
+    stage = tmp_path / "stage"
+    # a console script of a venv whose Python lives in a home folder (a venv made from a pyenv Python, say)
+    in_home = tmp_path / "venv/bin/edge-fer"
+    in_home.parent.mkdir(parents=True)
+    in_home.write_text("#!/home/pi/.pyenv/versions/3.11.9/bin/python3\nimport edge_fer.cli\n")
+    in_home.chmod(0o755)
+    linked = tmp_path / "edge-fer-link"
+    linked.symlink_to(in_home)
+    for exe in (in_home, linked):
+        r = subprocess.run(["sh", str(INSTALL), "--root", str(stage), "--exec", str(exe)],
+                           capture_output=True, text=True)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "ProtectHome=yes" in r.stderr and "/opt/edge-fer/venv" in r.stderr and "203/EXEC" in r.stderr
+        assert not stage.exists() or not any(stage.rglob("*.service")), "nothing installed"
+    r = subprocess.run(["sh", str(INSTALL), "--root", str(stage), "--exec", str(edge_fer_exe), "--no-start"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def install_function(name: str) -> str:
+    """The text of one shell function of install.sh (from ``name() `` to its closing line), to run on its own."""
+    text = INSTALL.read_text()
+    start = text.index(f"\n{name}() ") + 1
+    closer = ")" if text[start + len(name) + 3] == "(" else "}"
+    return text[start:text.index(f"\n{closer}\n", start) + 3]
+
+
+def test_install_script_checks_the_config_with_the_unit_environment_file_unevaluated(tmp_path, edge_fer_exe):
+    """check_config runs the real `edge-fer config check --env` with the EDGE_FER_* lines of
+    /etc/edge-fer/environment, parsed as systemd's EnvironmentFile= does and never evaluated, and none of the
+    installer's own EDGE_FER_* variables (an unknown one would be an error)."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "config.toml").write_text('[http]\nlisten = "0.0.0.0:8080"\n')  # needs the token from the environment
+    witness = tmp_path / "ran"
+
+    def check(environment: str) -> subprocess.CompletedProcess:
+        (etc / "environment").write_text(environment)
+        script = install_function("check_config") + f'etc="{etc}"; exec_path="{edge_fer_exe}"; check_config\n'
+        return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "EDGE_FER_FROM_THE_SHELL": "1"})
+
+    r = check("# EDGE_FER_COMMENTED=1\n; EDGE_FER_ALSO_COMMENTED=1\n"
+              f"EDGE_FER_HTTP_TOKEN=ab$(touch {witness})`touch {witness}`;c d\n"
+              '  EDGE_FER_MQTT_HOST = "broker.local"  \n'
+              "EDGE_FER_DET_WIDTH='160'\nOTHER=1\n")
+    assert r.returncode == 0 and r.stdout.strip() == f"{etc}/config.toml: ok", r.stdout + r.stderr
+    assert not witness.exists(), "the environment file is never evaluated"
+    r = check("EDGE_FER_HTTP_TOKEN=a-token-long-enough\nEDGE_FER_DET_WIDTH=abc\n")  # it reaches the check
+    assert r.returncode == 2 and "EDGE_FER_DET_WIDTH: must be an integer" in r.stderr, r.stderr
+    r = check("# no token\n")
+    assert r.returncode == 2 and "would listen on 0.0.0.0:8080" in r.stderr, r.stderr
+
+
+def test_install_script_keeps_valid_models_and_pins_the_fetch_sums(tmp_path):
+    """install.sh fetches the BlazeFace models only when a file is missing or differs from the pinned sha256,
+    whose sums must be those `edge-fer models fetch` checks."""
+    from edge_fer.detectors.fetch import MODEL_FILES, find_model
+    from edge_fer.errors import ModelError
+
+    text = INSTALL.read_text()
+    pinned = dict(line.split()[::-1] for line in re.findall(r"^[0-9a-f]{64}  \S+$", text, re.M))
+    assert pinned == {f.name: f.sha256 for f in MODEL_FILES.values()}
+    models = tmp_path / "models"
+    models.mkdir()
+
+    def models_ok() -> bool:
+        return subprocess.run(["sh", "-c", install_function("models_ok") + f'models="{models}"; models_ok'],
+                              capture_output=True).returncode == 0
+
+    assert not models_ok(), "empty folder: fetch"
+    for name in MODEL_FILES:
+        (models / name).write_bytes(b"not the model")
+    assert not models_ok(), "wrong files: fetch"
+    try:
+        real = {name: find_model(name) for name in MODEL_FILES}  # the session's cache (conftest fetches it once)
+    except ModelError:
+        return
+    if shutil.which("sha256sum") is None:
+        pytest.skip("sha256sum is not installed: install.sh then fetches the models every time")
+    for name, path in real.items():
+        shutil.copyfile(path, models / name)
+    assert models_ok(), "the pinned files: kept"
+    (models / "face_detection_full_range.tflite").unlink()
+    assert not models_ok(), "one missing: fetch"
 
 
 # --- sd_notify ---------------------------------------------------------------------------------------------------------
