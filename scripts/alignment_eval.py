@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +21,9 @@ import cv2
 import numpy as np
 
 from edge_fer.classifier import load_classifier
-from edge_fer.detectors import make_detector
+from edge_fer.datasets import LabeledFaces, load_split
+from edge_fer.detectors import Detector, open_detector
+from edge_fer.errors import SourceError, exit_status
 from edge_fer.preprocess import align_face, crop_face, eye_angle, prepare_images
 
 PHOTOS = {"photo_angry_man.jpg": "angry", "photo_smiling_man.jpg": "happy", "photo_crying_woman_occluded.jpg": "sad"}
@@ -42,15 +45,13 @@ def rotate(image: np.ndarray, angle: float) -> np.ndarray:
     return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def fer_rows(data: Path, split: str, detector_key: str, angles: list[int], limit: int | None,
+def fer_rows(faces: LabeledFaces, detector: Detector, angles: list[int], limit: int | None,
              min_tilts: list[float]) -> list[AngleRow]:
-    npz = np.load(data)
-    xs, ys = npz[f"{split}_x"], npz[f"{split}_y"]
+    xs, ys = faces.x, faces.y
     if limit:
         xs, ys = xs[:limit], ys[:limit]
     classifier = load_classifier()
     margin = classifier.metadata.face_margin
-    detector = make_detector(detector_key)
     rows = []
     for angle in angles:
         crops, aligned, labels, errors, tilts = [], [], [], [], []
@@ -77,13 +78,14 @@ def fer_rows(data: Path, split: str, detector_key: str, angles: list[int], limit
     return rows
 
 
-def photo_rows(media: Path, detector_key: str, angles: list[int]) -> list[dict]:
+def photo_rows(media: Path, detector: Detector, angles: list[int]) -> list[dict]:
     classifier = load_classifier()
     margin = classifier.metadata.face_margin
-    detector = make_detector(detector_key)
     out = []
     for name, truth in PHOTOS.items():
         image = cv2.imread(str(media / name))
+        if image is None:
+            raise SourceError(f"cannot read {media / name} as an image")
         for angle in angles:
             turned = rotate(cv2.copyMakeBorder(image, *[image.shape[0] // 4] * 2, *[image.shape[1] // 4] * 2,
                                                cv2.BORDER_REPLICATE), angle)
@@ -99,7 +101,7 @@ def photo_rows(media: Path, detector_key: str, angles: list[int]) -> list[dict]:
     return out
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013.npz"))
     parser.add_argument("--media", type=Path, default=Path("../shared/media"))
@@ -109,15 +111,25 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N faces")
     parser.add_argument("--min-tilt", type=float, nargs="+", default=[0.0],
                         help="align only faces whose eyes tilt more than this (degrees); several are compared")
-    args = parser.parse_args()
-    rows = fer_rows(args.data, args.split, args.detector, args.angles, args.limit, args.min_tilt)
+    return exit_status(run, parser.parse_args())
+
+
+def run(args: argparse.Namespace) -> None:
+    faces = load_split(args.data, args.split)  # a one-line DataError for a missing or malformed file
+    missing = [name for name in PHOTOS if not (args.media / name).is_file()] if args.media.exists() else []
+    if missing:
+        raise SourceError(f"{args.media} lacks {', '.join(missing)}: --media is the folder of the labelled photos "
+                          f"(one that does not exist skips them)")
+    # The chosen detector, its model files fetched on first use (as `edge-fer` does); no fallback to another.
+    detector = open_detector(args.detector, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    rows = fer_rows(faces, detector, args.angles, args.limit, args.min_tilt)
     print(f"FER2013 {args.split} faces through {args.detector}; accuracy over the faces found at each tilt")
     print(f"{'tilt':>5} {'found':>11} {'acc crop':>9} " + " ".join(f"{'aligned >' + k:>12}" for k in rows[0].acc_aligned)
           + f" {'eye-angle err':>13}")
     for r in rows:
         print(f"{r.angle:>5} {r.found:>5}/{r.faces:<5} {r.acc_crop:9.4f} "
               + " ".join(f"{v:12.4f}" for v in r.acc_aligned.values()) + f" {r.eye_angle_error:13.2f}")
-    photos = photo_rows(args.media, args.detector, args.angles) if args.media.exists() else []
+    photos = photo_rows(args.media, detector, args.angles) if args.media.exists() else []
     for row in photos:
         print(f"{row['photo']:<34} tilt {row['angle']:>3}: crop {row.get('crop', '-')}, aligned {row.get('aligned', '-')}")
     print(json.dumps({"detector": args.detector, "fer2013": [asdict(r) for r in rows], "photos": photos},
@@ -125,4 +137,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

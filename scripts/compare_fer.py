@@ -24,29 +24,54 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import cv2
 
+from edge_fer.errors import EdgeFerError, SourceError, exit_status
+
+FER_INSTALL = "pip install --no-deps fer==25.10.3 && pip install tensorflow-cpu"
+
+
+def fer_class() -> type:
+    """fer's ``FER`` class; a one-line error saying what to install when fer (or TensorFlow) is missing."""
+    try:
+        from fer.fer import FER
+    except ModuleNotFoundError as exc:
+        name = exc.name or "?"
+        if name == "fer" or name.startswith("fer."):
+            raise EdgeFerError(f"the peer package fer is not installed: {FER_INSTALL}") from None
+        if name.split(".")[0] in ("tensorflow", "keras"):
+            raise EdgeFerError(f"fer needs TensorFlow ({name} is missing): pip install tensorflow-cpu") from None
+        raise EdgeFerError(f"fer cannot be imported: module {name!r} is missing (fer installed with --no-deps "
+                           f"needs it; install the package that provides it)") from None
+    return FER
+
 
 def frames_of(path: str) -> list:
+    if not Path(path).is_file():
+        raise SourceError(f"video not found: {path}" if not Path(path).exists() else f"{path} is not a video file")
     cap = cv2.VideoCapture(path)
     frames = []
     while True:
         ok, frame = cap.read()
         if not ok:
-            return frames
+            break
         frames.append(frame)
+    cap.release()
+    if not frames:
+        raise SourceError(f"no frames could be decoded from {path}: not a video OpenCV reads")
+    return frames
 
 
 Answer = tuple[str, float] | None  # a frame's largest face: (emotion, score), None without a face
 
 
 def time_fer(frames: list) -> tuple[float, list[Answer]]:
-    from fer.fer import FER
-
-    detector = FER()  # Haar cascade + TFLite model, the package's defaults
+    detector = fer_class()()  # Haar cascade + TFLite model, the package's defaults
     detector.detect_emotions(frames[0])
     answers: list[Answer] = []
     t = time.perf_counter()
@@ -61,13 +86,18 @@ def time_fer(frames: list) -> tuple[float, list[Answer]]:
     return len(frames) / (time.perf_counter() - t), answers
 
 
-def time_edge_fer(frames: list, detector: str | None) -> tuple[float, list[Answer]]:
-    from edge_fer.build import make_classifier, make_pipeline
+def edge_fer_settings(detector: str | None):
+    """edge-fer's default settings, with ``detector`` when given (a one-line ConfigError for an unknown one)."""
     from edge_fer.config import resolve
+
+    return resolve({"detector": detector} if detector else {}, {}, read_secrets=False)
+
+
+def time_edge_fer(frames: list, settings) -> tuple[float, list[Answer]]:
+    from edge_fer.build import make_classifier, make_pipeline
     from edge_fer.preprocess import to_gray
     from edge_fer.sources import Frame
 
-    settings = resolve({"detector": detector} if detector else {}, {}, read_secrets=False)
     pipeline = make_pipeline(settings, make_classifier(settings.classifier))
     color = pipeline.detector.wants_color  # as a source gives frames to this detector
     answers: list[Answer] = []
@@ -92,13 +122,12 @@ def write_labels(path: str, edge: list[Answer], fer: list[Answer]) -> None:
 def fer_accuracy(npz: str) -> dict:
     """fer's classifier on FER2013's test faces: accuracy and macro-F1 with edge-fer's metric code."""
     import numpy as np
-    from fer.fer import FER
 
     from edge_fer.datasets import load_split
     from edge_fer.evaluate import metrics
 
     test = load_split(npz, "test")
-    detector = FER()
+    detector = fer_class()()
     faces = np.stack([cv2.resize(face, (64, 64)) for face in test.x]).astype(np.float32)
     probs = detector._classify_emotions((faces / 255.0 - 0.5) * 2.0)  # fer's own preprocessing of a face
     result = metrics(test.y, np.asarray(probs).argmax(1), test.labels)
@@ -106,20 +135,26 @@ def fer_accuracy(npz: str) -> dict:
             "fer_macro_f1": round(result.macro_f1, 4)}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", nargs="?", help="the video to time both packages on")
     parser.add_argument("--detector", default=None, help="edge-fer's face detector (default: its default)")
     parser.add_argument("--fer2013", metavar="NPZ", help="instead: fer's accuracy on this dataset's test split")
     parser.add_argument("--labels", metavar="CSV", help="also write both packages' per-frame answers here")
     args = parser.parse_args()
+    if not args.fer2013 and not args.video:
+        parser.error("give a VIDEO to time, or --fer2013 NPZ")
+    return exit_status(run, args)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.fer2013:
         print(json.dumps(fer_accuracy(args.fer2013)))
         return
-    if not args.video:
-        parser.error("give a VIDEO to time, or --fer2013 NPZ")
+    settings = edge_fer_settings(args.detector)  # cheap mistakes first: detector, video, fer installed
     frames = frames_of(args.video)
-    fps_e, edge = time_edge_fer(frames, args.detector)
+    fer_class()
+    fps_e, edge = time_edge_fer(frames, settings)
     fps_f, fer = time_fer(frames)
     found_e, found_f = sum(a is not None for a in edge), sum(a is not None for a in fer)
     print(f"{'package':<10} {'FPS':>8} {'frames with a face':>20}")
@@ -133,4 +168,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,7 +12,8 @@ size (``/proc/self/statm``). Start figures are taken after ``--warmup`` frames (
 pools and caches fill first); latency is compared over the first and the last ``--window``
 frames (p50: frames between detections; p90: frames with a detection). Prints one JSON line;
 exit status 1 when RSS grew by more than ``--max-rss-growth-mb`` or the end p50 or p90
-latency is more than ``--max-latency-ratio`` times the start one.
+latency is more than ``--max-latency-ratio`` times the start one; a user mistake (a video that
+does not open, too few frames for the windows) is one ``error:`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+
+from edge_fer.errors import EdgeFerError, exit_status
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +64,8 @@ def sample_video(folder: Path, frames: int = 120) -> Path:
 def soak(video: Path, frames: int = 20000, warmup: int = 500, window: int = 1000, sample: int = 250,
          extra: dict | None = None) -> dict:
     """Run ``frames`` frames of ``video`` in a loop through the service; the figures as a dict."""
+    if frames < warmup + 2 * window:  # said before the run, not after it
+        raise EdgeFerError(f"{frames} frames are too few: need at least warmup + 2 * window = {warmup + 2 * window}")
     from edge_fer.config import resolve
     from edge_fer.service import Service
 
@@ -95,7 +100,7 @@ def soak(video: Path, frames: int = 20000, warmup: int = 500, window: int = 1000
     n = state["n"]
     latencies, cpu, rss = latencies[:n].tolist(), cpu[:n].tolist(), rss[:state["samples"]]
     if n < warmup + 2 * window:
-        raise SystemExit(f"only {n} frames: need at least warmup + 2 * window = {warmup + 2 * window}")
+        raise EdgeFerError(f"only {n} frames ran: need at least warmup + 2 * window = {warmup + 2 * window}")
 
     def median_ms(values: list[float]) -> float:
         s = sorted(values)
@@ -141,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mqtt-port", type=int, default=None)
     ap.add_argument("--samples", action="store_true", help="include every RSS sample in the output")
     args = ap.parse_args(argv)
+    verdict = {"status": 0}
+    return exit_status(run, args, verdict) or verdict["status"]
+
+
+def run(args: argparse.Namespace, verdict: dict) -> None:
+    """The soak and its JSON line; ``verdict["status"]`` becomes 1 when memory or latency grew too much."""
     extra = {}
     if args.mqtt_host:
         extra.update(mqtt_host=args.mqtt_host, device_id="soak")
@@ -156,4 +167,4 @@ def main(argv: list[str] | None = None) -> int:
     if not args.samples:
         result.pop("rss_samples")
     print(json.dumps(result))
-    return 0 if ok else 1
+    verdict["status"] = 0 if ok else 1
