@@ -10,6 +10,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -35,8 +36,7 @@ def edge_fer_exe(tmp_path) -> Path:
     """An ``edge-fer`` executable for ExecStart= (the console script may not be installed here)."""
     exe = tmp_path / "bin" / "edge-fer"
     exe.parent.mkdir()
-    exe.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec "{shutil.which("python3") or "python3"}" '
-                   f'-m edge_fer.cli "$@"\n')
+    exe.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec "{sys.executable}" -m edge_fer.cli "$@"\n')
     exe.chmod(0o755)
     return exe
 
