@@ -36,7 +36,8 @@ def edge_fer_exe(tmp_path) -> Path:
     """An ``edge-fer`` executable for ExecStart= (the console script may not be installed here)."""
     exe = tmp_path / "bin" / "edge-fer"
     exe.parent.mkdir()
-    exe.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec "{sys.executable}" -m edge_fer.cli "$@"\n')
+    exe.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" '
+                   f'-m edge_fer.cli "$@"\n')  # PYTHONPATH kept: under pi-check it holds the packages
     exe.chmod(0o755)
     return exe
 
