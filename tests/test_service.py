@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from scripts.devtools import soak
-from service_helpers import (ROOT, Broker, StreamServer, Subscriber, make_video, need_mosquitto, start_edge_fer,
-                             wait_until)
+from service_helpers import (ROOT, SLOWDOWN, Broker, StreamServer, Subscriber, make_video, need_mosquitto,
+                             start_edge_fer, wait_until)
 
 UNIT = ROOT / "systemd" / "edge-fer.service"
 INSTALL = ROOT / "systemd" / "install.sh"
@@ -173,39 +173,6 @@ def test_install_script_checks_the_config_with_the_unit_environment_file_unevalu
     assert r.returncode == 2 and "would listen on 0.0.0.0:8080" in r.stderr, r.stderr
 
 
-def test_install_script_keeps_valid_models_and_pins_the_fetch_sums(tmp_path):
-    """install.sh fetches the BlazeFace models only when a file is missing or differs from the pinned sha256,
-    whose sums must be those `edge-fer models fetch` checks."""
-    from edge_fer.detectors.fetch import MODEL_FILES, find_model
-    from edge_fer.errors import ModelError
-
-    text = INSTALL.read_text()
-    pinned = dict(line.split()[::-1] for line in re.findall(r"^[0-9a-f]{64}  \S+$", text, re.M))
-    assert pinned == {f.name: f.sha256 for f in MODEL_FILES.values()}
-    models = tmp_path / "models"
-    models.mkdir()
-
-    def models_ok() -> bool:
-        return subprocess.run(["sh", "-c", install_function("models_ok") + f'models="{models}"; models_ok'],
-                              capture_output=True).returncode == 0
-
-    assert not models_ok(), "empty folder: fetch"
-    for name in MODEL_FILES:
-        (models / name).write_bytes(b"not the model")
-    assert not models_ok(), "wrong files: fetch"
-    try:
-        real = {name: find_model(name) for name in MODEL_FILES}  # the session's cache (conftest fetches it once)
-    except ModelError:
-        return
-    if shutil.which("sha256sum") is None:
-        pytest.skip("sha256sum is not installed: install.sh then fetches the models every time")
-    for name, path in real.items():
-        shutil.copyfile(path, models / name)
-    assert models_ok(), "the pinned files: kept"
-    (models / "face_detection_full_range.tflite").unlink()
-    assert not models_ok(), "one missing: fetch"
-
-
 # --- sd_notify ---------------------------------------------------------------------------------------------------------
 
 class NotifySocket:
@@ -270,17 +237,18 @@ def test_notifier_abstract_socket_and_watchdog_rate():
 
 
 def test_ready_watchdog_and_clean_exit_on_sigint(tmp_path, video):
+    watchdog = 2.0 * SLOWDOWN  # WatchdogSec; emulated, one frame may take longer than 2 s
     ns = NotifySocket(str(tmp_path / "notify.sock"))
     run = start_edge_fer(tmp_path, ["--source", str(video), "--loop", "--output", "none", "--max-fps", "30"],
-                         env={"NOTIFY_SOCKET": ns.address, "WATCHDOG_USEC": "2000000"})
+                         env={"NOTIFY_SOCKET": ns.address, "WATCHDOG_USEC": str(int(watchdog * 1e6))})
     try:
-        t_ready, ready = ns.wait_for("READY=1", 20)
+        t_ready, ready = ns.wait_for("READY=1", 20 * SLOWDOWN)
         assert f"MAINPID={run.proc.pid}" in ready and "STATUS=running on" in ready
-        wait_until(lambda: len(ns.with_field("WATCHDOG=1")) >= 3, 15, "3 watchdog pings")
+        wait_until(lambda: len(ns.with_field("WATCHDOG=1")) >= 3, 15 * SLOWDOWN, "3 watchdog pings")
         pings = [t for t, _ in ns.with_field("WATCHDOG=1")]
-        # Pinged every WatchdogSec / 2 (1 s); a gap up to WatchdogSec (2 s) is still fed in time, which leaves
-        # a busy machine a second of slack.
-        assert all(b - a < 2.0 for a, b in zip(pings, pings[1:])), ("fed within WatchdogSec", pings)
+        # Fed at most three times per WatchdogSec, on processed frames; a gap up to WatchdogSec is still in
+        # time, which leaves a busy machine slack.
+        assert all(b - a < watchdog for a, b in zip(pings, pings[1:])), ("fed within WatchdogSec", pings)
         assert pings[0] >= t_ready, "no ping before READY=1"
         rc, _ = run.terminate(signal.SIGINT)  # waits at most the unit's TimeoutStopSec (10 s)
         assert rc == 0, run.stderr

