@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "edge_fer" / "samples" / "astronaut.jpg"
 # Under scripts/pi-check (qemu) a frame takes seconds, not milliseconds: waits tuned to native speed are
 # stretched by this factor there (pi-check names the emulated CPU in PI_CHECK_CPU; its x86 reference is "x86").
+# The waits below apply it themselves; a test scales only the figures it sets (a watchdog, a stall limit).
 SLOWDOWN = 1.0 if os.environ.get("PI_CHECK_CPU", "x86") == "x86" else 5.0
 
 
@@ -171,7 +172,9 @@ class Subscriber:
             raise RuntimeError(f"test subscriber could not subscribe on port {port}")
 
     def wait_for(self, pred: Callable[[Message], bool], timeout: float = 10.0, after: int = 0) -> Message:
-        """The first message (from index ``after`` on) matching ``pred``; fails the test after ``timeout``."""
+        """The first message (from index ``after`` on) matching ``pred``; fails the test after ``timeout``
+        (times SLOWDOWN)."""
+        timeout *= SLOWDOWN
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -241,7 +244,7 @@ class EdgeFer:
         return self.out.read_text(errors="replace")
 
     def wait_stderr(self, text: str, timeout: float = 10.0) -> str:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * SLOWDOWN
         while time.monotonic() < deadline:
             if text in self.stderr:
                 return self.stderr
@@ -251,10 +254,10 @@ class EdgeFer:
         raise AssertionError(f"{text!r} not on stderr (exit {self.proc.poll()}):\n{self.stderr[-3000:]}")
 
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, float]:
-        """Send ``sig``; (exit status, seconds until exit)."""
+        """Send ``sig``; (exit status, seconds until exit), waiting at most ``timeout`` (times SLOWDOWN)."""
         t0 = time.monotonic()
         self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout)
+        rc = self.proc.wait(timeout * SLOWDOWN)
         return rc, time.monotonic() - t0
 
     def kill(self) -> None:
@@ -276,6 +279,8 @@ def start_edge_fer(tmp: Path, args: list[str], env: dict[str, str] | None = None
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``cond`` until it is true; fails the test after ``timeout`` (times SLOWDOWN)."""
+    timeout *= SLOWDOWN
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():

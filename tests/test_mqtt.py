@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from edge_fer.labels import FER2013_LABELS
-from service_helpers import Broker, Subscriber, make_video, need_mosquitto, retained, start_edge_fer, wait_until
+from service_helpers import (SLOWDOWN, Broker, Subscriber, make_video, need_mosquitto, retained, start_edge_fer,
+                             wait_until)
 
 LABELS = set(FER2013_LABELS)
 STATE_KEYS = {"ts", "emotion", "score", "probs", "faces", "fps", "frames", "dropped", "uptime"}
@@ -135,7 +136,7 @@ def test_broker_outage_is_survived_and_counted(tmp_path, video):
         before = sub.wait_for(lambda m: m.topic == f"{prefix}/state", 20).json()
         sub.close()
         broker.stop()
-        time.sleep(2.0)
+        time.sleep(2.0 * SLOWDOWN)  # long enough for the queues (5 + paho's 5) to overflow, even emulated
         assert run.proc.poll() is None, "the run survives the broker going away"
         broker.start()  # same port, no persistence: nothing retained survives
         sub = Subscriber(broker.port, [f"{prefix}/#"])

@@ -242,9 +242,9 @@ def test_ready_watchdog_and_clean_exit_on_sigint(tmp_path, video):
     run = start_edge_fer(tmp_path, ["--source", str(video), "--loop", "--output", "none", "--max-fps", "30"],
                          env={"NOTIFY_SOCKET": ns.address, "WATCHDOG_USEC": str(int(watchdog * 1e6))})
     try:
-        t_ready, ready = ns.wait_for("READY=1", 20 * SLOWDOWN)
+        t_ready, ready = ns.wait_for("READY=1", 20)
         assert f"MAINPID={run.proc.pid}" in ready and "STATUS=running on" in ready
-        wait_until(lambda: len(ns.with_field("WATCHDOG=1")) >= 3, 15 * SLOWDOWN, "3 watchdog pings")
+        wait_until(lambda: len(ns.with_field("WATCHDOG=1")) >= 3, 15, "3 watchdog pings")
         pings = [t for t, _ in ns.with_field("WATCHDOG=1")]
         # Fed at most three times per WatchdogSec, on processed frames; a gap up to WatchdogSec is still in
         # time, which leaves a busy machine slack.
