@@ -46,7 +46,7 @@ def card(docs_dir: Path, model: Path) -> str:
         f"`edge_fer/models/{model.name}`: one `{src.get('arch', run.get('model', '?'))}` network"
         + (f" of width {hp['width']}" if "width" in hp else "")
         + f", {src.get('params', run.get('params', '?')):,} parameters, {meta.quantization}, "
-        f"{m.get('size_bytes', model.stat().st_size) / 1e6:.2f} MB; {meta.views.describe()} averaged per face, "
+        f"{m.get('size_bytes', model.stat().st_size) / 1e6:.2f} MB; {meta.views.per_face()}, "
         f"{m.get('ms_per_face', float('nan')):.2f} ms/face on one x86 thread. Labels: {', '.join(meta.labels)}.",
         "",
         "## How it was made",

@@ -96,7 +96,7 @@ def format_info(data: dict[str, Any]) -> str:
             f"  input      {m['input_size'][0]}x{m['input_size'][1]} gray, scaling (x - {m['scaling']['mean']:g}) "
             f"/ {m['scaling']['std']:g}",
             f"  quantized  {m['quantization']}, {((m['size_bytes'] or 0) / 1e6):.2f} MB",
-            f"  views      {Views(tuple(m['view_scales']), m['flip_average']).describe()} averaged per face",
+            f"  views      {Views(tuple(m['view_scales']), m['flip_average']).per_face()}",
             *(f"  {line}" for line in m["details"]),
         ]
         if acc is not None:

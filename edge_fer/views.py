@@ -68,3 +68,7 @@ class Views:
         """``"zoom 1/0.95, mirrored (4 views)"``: how ``edge-fer info`` and conversion name them."""
         zooms = "/".join(f"{s:g}" for s in self.scales)
         return f"zoom {zooms}{', mirrored' if self.mirror else ''} ({self.count} view{'s' if self.count > 1 else ''})"
+
+    def per_face(self) -> str:
+        """What each face goes through, for a sentence: ``"zoom 1, mirrored (2 views) averaged per face"``."""
+        return "one view per face (as cut, no mirror)" if self.count == 1 else f"{self.describe()} averaged per face"

@@ -34,7 +34,7 @@ def test_bad_temperature_is_refused(tmp_path, bad):
         load_metadata(model)
 
 
-@pytest.mark.parametrize("src", [TINY, SHIPPED_NETWORK], ids=["probabilities-output", "shipped-logits-mirror"])
+@pytest.mark.parametrize("src", [TINY, SHIPPED_NETWORK], ids=["probabilities-output", "shipped-logits"])
 def test_temperature_above_one_flattens_the_device_probabilities(tmp_path, src):
     x, _ = faces(40, seed=3)
     (tmp_path / "a").mkdir()
@@ -47,10 +47,11 @@ def test_temperature_above_one_flattens_the_device_probabilities(tmp_path, src):
 
 
 def test_the_fit_sees_exactly_what_predict_returns():
-    """RawOutputs.probs(T) must be the device's predict with T in the metadata, mirror pass included."""
+    """RawOutputs.probs(T) must be the device's predict with T in the metadata, mirror and zoom passes included."""
     x, _ = faces(30, seed=4)
     meta = load_metadata(SHIPPED_NETWORK)
-    assert meta.flip_average and meta.output == "logits"
+    assert meta.output == "logits"
+    meta.flip_average, meta.view_scales = True, (1.0, 0.9)  # four passes averaged, whatever the shipped views
     clf = TFLiteClassifier(SHIPPED_NETWORK, metadata=meta)
     raw = RawOutputs.of(clf, x, batch=7)
     for t in (0.7, 1.0, 2.5):
