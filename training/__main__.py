@@ -17,6 +17,7 @@ COMMANDS = {
     "tune": ("training.tune", "Keras Tuner search (random or hyperband); writes a config for train --config"),
     "ensemble": ("training.pipelines.ensemble", "average or stack TFLite models (tree, logistic) into one device model"),
     "throughput": ("training.throughput", "measure samples/s of one training step per width and batch size (plan a long run)"),
+    "compare": ("training.compare", "A/B of device models or converted runs on val, with a paired-bootstrap interval"),
     "status": ("training.status", "where a run stands: epochs, best val, time per epoch, whether it trains, how to go on"),
 }
 

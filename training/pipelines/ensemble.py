@@ -46,11 +46,11 @@ from edge_fer.evaluate import EvalResult, metrics, predict_all
 from edge_fer.metadata import metadata_path, sha256_of
 
 from ..common.data import DEFAULT_SEED
+from ..common.stats import bootstrap_gain
 
 # Meta-learner grids, searched by k-fold CV on val; small because val is small (3589 faces).
 TREE_GRID = {"max_depth": [2, 3, 4, 5, 6, 8, 10], "min_samples_leaf": [1, 5, 20, 50], "criterion": ["gini", "entropy"]}
 LOGISTIC_GRID = {"C": [0.01, 0.1, 1.0, 10.0, 100.0]}
-BOOTSTRAP = 2000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -154,15 +154,6 @@ def export_logistic(model, n_labels: int) -> Logistic:
     """A fitted multinomial ``LogisticRegression`` as the device's numpy :class:`~edge_fer.ensemble.Logistic`."""
     return Logistic(np.asarray(model.classes_, np.int64), model.coef_.astype(np.float64),
                     model.intercept_.astype(np.float64), n_labels)
-
-
-def bootstrap_gain(correct: np.ndarray, baseline: np.ndarray, seed: int = 0,
-                   resamples: int = BOOTSTRAP) -> tuple[float, float, float]:
-    """Accuracy gain over ``baseline`` on the same faces: mean and a paired-bootstrap 95% interval."""
-    diff = correct.astype(np.float64) - baseline
-    rng = np.random.default_rng(seed)
-    means = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(resamples)])
-    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def run(args: argparse.Namespace) -> list[Row]:
