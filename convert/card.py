@@ -1,9 +1,9 @@
 """The shipped model's card, ``docs/model/README.md``: what it is, how it was made, how well it does.
 
 Shipping (:mod:`convert.ship`) writes it from the files it puts beside it: the run's
-``metrics.json``, ``history.csv`` and ``train_config.json``, the conversion's
-``default.verify.json`` and the model's metadata (views, temperature fit, figures), so every
-number in the card has a file behind it. ``python -m convert card`` rewrites it for the model
+``metrics.json``, ``history.csv``, ``train_config.json`` (and ``device_train.json`` for a run made on a
+GPU machine), the conversion's ``default.verify.json`` and the model's metadata (views, temperature
+fit, figures), so every number in the card has a file behind it. ``python -m convert card`` rewrites it for the model
 already shipped.
 """
 
@@ -18,7 +18,7 @@ from edge_fer.classifier import MODELS_DIR
 from edge_fer.errors import ModelError, exit_status
 from edge_fer.metadata import load_metadata
 
-from training.common.runs import read_history, training_command
+from training.common.runs import DEVICE_RECORD, read_history, training_command
 
 from . import SHIPPED_DOCS
 
@@ -33,6 +33,7 @@ def card(docs_dir: Path, model: Path) -> str:
     m, src = meta.metrics, meta.source
     run = _read_json(docs_dir / "metrics.json")
     config = _read_json(docs_dir / "train_config.json")
+    device = _read_json(docs_dir / DEVICE_RECORD)  # trained on a GPU machine by scripts/device-train
     verify = _read_json(docs_dir / "default.verify.json")
     hp = run.get("hyperparameters", {})
     history = docs_dir / "history.csv"
@@ -51,7 +52,9 @@ def card(docs_dir: Path, model: Path) -> str:
         "",
         "## How it was made",
         "",
-        f"- Data: `{run.get('data', src.get('data', '?'))}` ({run.get('train_images', '?')} training faces); "
+        f"- Data: `{device.get('data') or run.get('data', src.get('data', '?'))}` ("
+        + ("train and val carried to the GPU machine by `scripts/device-train pack`, test kept here; "
+           if device else "") + f"{run.get('train_images', '?')} training faces); "
         + ("fitted on train and val (PublicTest): the final fit of a recipe a train-only twin chose on val, so "
            "the val figures below are not held out; test (PrivateTest) reported once." if final_fit else
            "fitted on train, chosen on val (PublicTest), test (PrivateTest) reported once."),
@@ -69,7 +72,15 @@ def card(docs_dir: Path, model: Path) -> str:
         lines.append(f"- Weights of epochs {avg['epochs'][0]}-{avg['epochs'][1]} averaged: val "
                      f"{avg['val_accuracy']:.2%} against {avg['best_epoch_val_accuracy']:.2%} for {epoch}, so "
                      f"the shipped network is {'the average' if avg['chosen'] else epoch}.")
-    if config:
+    if device:
+        data = device.get("data") or "../shared/data/fer2013.npz"
+        lines += [("- Commands (from a clone with the data; the second runs on a GPU machine, "
+                   "docs/device-training.md; the runs in one call share the GPU, so each one's epochs depend on "
+                   "the others):"), "", "  ```bash", "  scripts/device-train pack", f"  {device['command']}",
+                  "  scripts/device-train land results",
+                  f"  python -m convert --run runs/{device.get('run', 'NAME')} --data {data} --edgetpu --ship",
+                  "  ```", ""]
+    elif config:
         lines += ["- Commands (from a clone with the data; the second converts, checks and ships):", "", "  ```bash",
                   f"  {training_command(config)}", f"  python -m convert --run {config['out']} --edgetpu --ship",
                   "  ```", ""]

@@ -30,6 +30,28 @@ def test_a_run_made_outside_git_still_gets_a_card(tmp_path):
     assert "code at ?." in card(docs, MODELS_DIR / "default.tflite")
 
 
+def test_the_card_gives_the_commands_that_made_the_run_here_or_on_a_gpu_machine(tmp_path):
+    """A run landed from a GPU machine names scripts/device-train's steps and the data it packed, not the
+    machine's unpacked copy; a run trained here gives its own training command."""
+    docs = tmp_path / "docs"
+    shutil.copytree(SHIPPED_DOCS, docs)
+    record = {"command": "scripts/device-train train --minutes 6.5 --out results --run s32='--width 32'",
+              "run": "s32", "data": "../shared/data/fer2013.npz", "backend": "jax"}
+    (docs / "device_train.json").write_text(json.dumps(record))
+    (docs / "train_config.json").write_text(json.dumps({"data": "/tmp/r/fer2013-trainval.npz", "out": "/tmp/r/s32"}))
+    text = card(docs, MODELS_DIR / "default.tflite")
+    assert "Data: `../shared/data/fer2013.npz` (train and val carried to the GPU machine" in text
+    assert "/tmp/r" not in text
+    assert ("scripts/device-train pack\n  scripts/device-train train --minutes 6.5 --out results --run s32='--width 32'"
+            "\n  scripts/device-train land results\n  python -m convert --run runs/s32 "
+            "--data ../shared/data/fer2013.npz --edgetpu --ship") in text
+    (docs / "device_train.json").unlink()
+    (docs / "train_config.json").write_text(json.dumps({"data": "d.npz", "width": 32, "out": "runs/w32"}))
+    text = card(docs, MODELS_DIR / "default.tflite")
+    assert "python -m training train --data d.npz --width 32 --out runs/w32\n" in text
+    assert "python -m convert --run runs/w32 --edgetpu --ship" in text and "device-train" not in text
+
+
 def test_the_card_of_a_final_fit_says_val_was_trained_on(tmp_path):
     docs = tmp_path / "docs"
     shutil.copytree(SHIPPED_DOCS, docs)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -447,7 +448,7 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, script, "train", "--pack", str(tmp_path / "pack"), "--runs", str(tmp_path / "there"),
-         "--out", str(out), "--minutes", "0.01", "--backend", "jax",
+         "--out", str(out), "--epochs", "1", "--minutes", "10", "--backend", "jax",
          "--run", f"tiny=--width 4 --batch-size 64 --teacher {teacher}",
          "--deadline", "12"],  # not the default 3 minutes: on a busy 2-core machine one epoch may take longer
         env={**os.environ, "PYTHONPATH": str(hook), "OUT": ""}, capture_output=True, text=True, timeout=900)
@@ -462,10 +463,15 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     land = [sys.executable, script, "land", str(out), "--runs", str(tmp_path / "runs"), "--data", str(data)]
     subprocess.run(land, check=True, capture_output=True, timeout=600)  # extract, convert, Edge TPU op check
     run = tmp_path / "runs" / "tiny"
-    assert " here" not in (run / "train.log").read_text()  # nothing tried TensorFlow, DEAP or Keras Tuner
+    log = (run / "train.log").read_text()
+    assert " here" not in log  # nothing tried TensorFlow, DEAP or Keras Tuner
+    assert "--lr-schedule cosine --epochs 1 --max-minutes 10" in log  # --epochs: a cosine over epochs, capped
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["backend"] == "jax" and metrics["epochs"] == 1 and "test" not in metrics
     assert metrics["teacher"] == str(teacher) and metrics["teacher_mix"] == 0.5
+    record = json.loads((run / "device_train.json").read_text())  # how it was made there, for the card
+    assert record["run"] == "tiny" and record["backend"] == "jax" and Path(record["data"]).name == "d.npz"
+    assert record["command"].startswith("scripts/device-train train --pack ")
     assert not (run / "best.keras").exists()  # only what the trip back needs
     verify = json.loads((run / "model_int8.verify.json").read_text())
     assert "test" in verify["splits"]  # scored here, where the test faces are

@@ -104,10 +104,15 @@ def read_run(out: Path, resuming: bool = True) -> tuple[dict[str, list[float]], 
     return history, recorded
 
 
+# How scripts/device-train made a run on a GPU machine: its command and the data it packed. The run's own
+# train_config.json names the machine's unpacked copy, which a clone cannot reach, so the card reads this.
+DEVICE_RECORD = "device_train.json"
+
+
 def copy_run_reports(run_dir: Path, dest: Path) -> None:
     """Copy a run's human-readable reports (not its weights) to ``dest``, e.g. docs/."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.json", "confusion_matrix.png", "curves.png", "classification_report.txt", "history.csv",
-                 "train_config.json"):
+                 "train_config.json", DEVICE_RECORD):
         if (run_dir / name).exists():
             shutil.copy2(run_dir / name, dest / name)
