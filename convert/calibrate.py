@@ -21,6 +21,7 @@ from edge_fer.calibration import Calibration, RawOutputs, calibration, fit_tempe
 from edge_fer.classifier import MODELS_DIR, TFLiteClassifier
 from edge_fer.datasets import LabeledFaces, available_splits, load_split
 from edge_fer.errors import DataError, ModelError, exit_status
+from edge_fer.evaluate import check_labels
 from edge_fer.metadata import ModelMetadata, load_metadata, save_metadata
 
 from . import SHIPPED_DOCS
@@ -70,9 +71,7 @@ def calibrate(model_path: Path, val: LabeledFaces, test: LabeledFaces | None = N
         raise ModelError(f"{model_path}: a temperature is fitted for one TFLite network, not kind {meta.kind!r} "
                          f"(an ensemble's members each carry their own)")
     classifier = TFLiteClassifier(model_path, num_threads=1, metadata=replace(meta, temperature=1.0))
-    if tuple(val.labels) != tuple(classifier.labels):
-        raise ModelError(f"model labels ({', '.join(classifier.labels)}) differ from the data's "
-                         f"({', '.join(val.labels)})")
+    check_labels(classifier.labels, val.labels)
     raw = {"val": (RawOutputs.of(classifier, val.x), val.y)}
     if test is not None:
         raw["test"] = (RawOutputs.of(classifier, test.x), test.y)

@@ -9,7 +9,7 @@ answers (a folder of happy and sad photos is not marked down for the five classe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -70,10 +70,15 @@ def predict_all(classifier: Classifier, x: np.ndarray, batch: int = 256) -> np.n
     return np.concatenate([classifier.predict(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
+def check_labels(labels: Sequence[str], data_labels: Sequence[str], whose: str = "model") -> None:
+    """One clear error, before any face is classified, when a model's labels are not the data's (in order):
+    an accuracy over mismatched classes would be a number with no meaning."""
+    if tuple(labels) != tuple(data_labels):
+        raise ModelError(f"{whose} labels ({', '.join(labels)}) differ from the data's ({', '.join(data_labels)})")
+
+
 def evaluate(classifier: Classifier, data: LabeledFaces) -> EvalResult:
-    if tuple(data.labels) != tuple(classifier.labels):
-        raise ModelError(f"model labels ({', '.join(classifier.labels)}) differ from the data's "
-                         f"({', '.join(data.labels)})")
+    check_labels(classifier.labels, data.labels)
     probs = predict_all(classifier, data.x)
     result = metrics(data.y, probs.argmax(1), classifier.labels)
     result.calibration = calibration(probs, data.y)

@@ -44,14 +44,20 @@ def test_the_verdict_reads_the_interval():
     assert verdict(bootstrap_gain(coin, coin[::-1].astype(np.float64))) == "inside the noise"
 
 
-@pytest.mark.parametrize("case", ["unconverted run", "one model", "missing model"])
+@pytest.mark.parametrize("case", ["unconverted run", "one model", "missing model", "other labels"])
 def test_user_mistakes_are_one_line(tmp_path, case):
     data = write_npz(tmp_path / "d.npz", {"train": 14, "val": 20})
+    other = tmp_path / "other.tflite"  # a network under other class names
+    other.write_bytes(TINY.read_bytes())
+    meta = json.loads(TINY.with_suffix(".json").read_text())
+    (tmp_path / "other.json").write_text(json.dumps({**meta, "labels": ["anger", *meta["labels"][1:]]}))
     models = {"unconverted run": [str(SHIPPED), str(tmp_path)], "one model": [str(SHIPPED)],
-              "missing model": [str(SHIPPED), str(tmp_path / "nope.tflite")]}[case]
+              "missing model": [str(SHIPPED), str(tmp_path / "nope.tflite")],
+              "other labels": [str(SHIPPED), str(other)]}[case]
     proc = subprocess.run([sys.executable, "-m", "training", "compare", *models, "--data", str(data)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     expected = {"unconverted run": "has no model_int8.tflite: run `python -m convert --run",
                 "one model": "needs a baseline and at least one other model",
-                "missing model": "model not found"}[case]
+                "missing model": "model not found",
+                "other labels": f"{other}: labels (anger, disgust"}[case]
     assert_one_line_error(proc, expected)

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.classifier import load_classifier
-from edge_fer.errors import DataError, EdgeFerError, ModelError
-from edge_fer.evaluate import metrics, predict_all
+from edge_fer.errors import EdgeFerError, ModelError
+from edge_fer.evaluate import check_labels, metrics, predict_all
 
 from .common.data import DEFAULT_SEED, load_splits
 from .common.stats import bootstrap_gain, verdict
@@ -71,8 +71,7 @@ def compare(paths: list[Path], data: Path, limit: int | None = None,
         val.x, val.y = val.x[:limit], val.y[:limit]
     arms, baseline = [], None
     for path, clf in zip(paths, classifiers):
-        if tuple(clf.labels) != tuple(val.labels):
-            raise DataError(f"{path}: its labels ({', '.join(clf.labels)}) differ from the data's")
+        check_labels(clf.labels, val.labels, f"{path}:")
         pred = predict_all(clf, val.x).argmax(1)
         correct = (pred == val.y).astype(np.float64)
         result = metrics(val.y, pred, tuple(val.labels))

@@ -98,12 +98,10 @@ def teacher_targets(model_path: str | Path, x: np.ndarray, labels: tuple[str, ..
     if Path(model_path).suffix == ".npy":
         return _stored_targets(Path(model_path), len(x), len(labels))
     from edge_fer.classifier import load_classifier
-    from edge_fer.evaluate import predict_all
+    from edge_fer.evaluate import check_labels, predict_all
 
     teacher = load_classifier(model_path)
-    if tuple(teacher.labels) != tuple(labels):
-        raise DataError(f"teacher {model_path}: its labels ({', '.join(teacher.labels)}) differ from the "
-                        f"data's ({', '.join(labels)})")
+    check_labels(teacher.labels, labels, f"teacher {model_path}:")
     if tuple(teacher.input_size) != tuple(x.shape[1:3]):
         raise DataError(f"teacher {model_path} takes {teacher.input_size[0]}x{teacher.input_size[1]} faces, "
                         f"the data has {x.shape[1]}x{x.shape[2]}")

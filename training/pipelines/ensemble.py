@@ -41,8 +41,8 @@ import numpy as np
 from edge_fer.classifier import TFLiteClassifier, load_classifier
 from edge_fer.datasets import LabeledFaces
 from edge_fer.ensemble import COMBINERS, KIND, Average, Combiner, Logistic, Tree, check_members
-from edge_fer.errors import DataError, EdgeFerError, ModelError
-from edge_fer.evaluate import EvalResult, metrics, predict_all
+from edge_fer.errors import EdgeFerError, ModelError
+from edge_fer.evaluate import EvalResult, check_labels, metrics, predict_all
 from edge_fer.metadata import metadata_path, sha256_of
 
 from ..common.data import DEFAULT_SEED
@@ -207,8 +207,7 @@ def _data(args: argparse.Namespace, first: TFLiteClassifier) -> tuple[LabeledFac
     from ..common.data import load_splits
 
     splits = load_splits(args.data, size=first.input_size, seed=args.seed)
-    if tuple(splits.val.labels) != tuple(first.labels):
-        raise DataError(f"the members' labels ({', '.join(first.labels)}) differ from the data's")
+    check_labels(first.labels, splits.val.labels, "the members'")
     faces = [splits.val, splits.test]
     if args.limit:
         faces = [replace(f, x=f.x[: args.limit], y=f.y[: args.limit]) if f is not None else None for f in faces]
