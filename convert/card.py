@@ -1,10 +1,10 @@
 """The shipped model's card, ``docs/model/README.md``: what it is, how it was made, how well it does.
 
 Shipping (:mod:`convert.ship`) writes it from the files it puts beside it: the run's
-``metrics.json``, ``history.csv``, ``train_config.json`` (and ``device_train.json`` for a run made on a
-GPU machine), the conversion's ``default.verify.json`` and the model's metadata (views, temperature
-fit, figures), so every number in the card has a file behind it. ``python -m convert card`` rewrites it for the model
-already shipped.
+``metrics.json``, ``history.csv``, ``train_config.json`` (and ``device_train.json`` for a run made
+on a GPU machine), the conversion's ``default.verify.json`` and the model's metadata (views,
+temperature fit, figures), so every number in the card has a file behind it. ``python -m convert
+card`` rewrites it for the model already shipped.
 """
 
 from __future__ import annotations
