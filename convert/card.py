@@ -77,7 +77,8 @@ def card(docs_dir: Path, model: Path) -> str:
         lines += [("- Commands (from a clone with the data; the second runs on a GPU machine, "
                    "docs/device-training.md; the runs in one call share the GPU, so each one's epochs depend on "
                    "the others):"), "", "  ```bash", "  scripts/device-train pack", f"  {device['command']}",
-                  "  scripts/device-train land results",
+                  "  scripts/device-train land " + (device["out"] if device.get("out", "$OUT") != "$OUT" else
+                                                    "RESULTS   # the folder the call's files came back to"),
                   f"  python -m convert --run runs/{device.get('run', 'NAME')} --data {data} --edgetpu --ship",
                   "  ```", ""]
     elif config:

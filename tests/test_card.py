@@ -36,7 +36,7 @@ def test_the_card_gives_the_commands_that_made_the_run_here_or_on_a_gpu_machine(
     docs = tmp_path / "docs"
     shutil.copytree(SHIPPED_DOCS, docs)
     record = {"command": "scripts/device-train train --minutes 6.5 --out results --run s32='--width 32'",
-              "run": "s32", "data": "../shared/data/fer2013.npz", "backend": "jax"}
+              "run": "s32", "data": "../shared/data/fer2013.npz", "backend": "jax", "out": "results"}
     (docs / "device_train.json").write_text(json.dumps(record))
     (docs / "train_config.json").write_text(json.dumps({"data": "/tmp/r/fer2013-trainval.npz", "out": "/tmp/r/s32"}))
     text = card(docs, MODELS_DIR / "default.tflite")
@@ -45,6 +45,9 @@ def test_the_card_gives_the_commands_that_made_the_run_here_or_on_a_gpu_machine(
     assert ("scripts/device-train pack\n  scripts/device-train train --minutes 6.5 --out results --run s32='--width 32'"
             "\n  scripts/device-train land results\n  python -m convert --run runs/s32 "
             "--data ../shared/data/fer2013.npz --edgetpu --ship") in text
+    (docs / "device_train.json").write_text(json.dumps({**record, "out": "$OUT"}))  # the machine's tooling set it
+    assert "\n  scripts/device-train land RESULTS   # the folder the call's files came back to\n" in card(
+        docs, MODELS_DIR / "default.tflite")
     (docs / "device_train.json").unlink()
     (docs / "train_config.json").write_text(json.dumps({"data": "d.npz", "width": 32, "out": "runs/w32"}))
     text = card(docs, MODELS_DIR / "default.tflite")

@@ -15,7 +15,7 @@ import pytest
 from edge_fer.datasets import available_splits, load_split
 from edge_fer.errors import DataError, EdgeFerError
 from edge_fer.labels import FER2013_LABELS
-from support import ROOT
+from support import ROOT, SHIPPED_NETWORK
 from synthetic import faces, write_csv, write_folder, write_npz
 from training.common.data import load_splits
 
@@ -208,14 +208,15 @@ def test_resume_with_a_new_rate_restarts_the_plateau_schedule_from_it(trained_ru
 
 @pytest.mark.parametrize("case", ["no folder", "no checkpoint", "corrupt checkpoint", "corrupt history",
                                   "cosine-minutes without a budget", "other optimizer", "erasing out of range",
-                                  "a run there already", "other width", "tail longer than the run"])
+                                  "a run there already", "other width", "tail longer than the run",
+                                  "init and resume", "init missing"])
 def test_a_partial_or_corrupt_run_folder_is_a_one_line_error(tmp_path, capsys, case):
     """What a killed session can leave behind: one line that says what is wrong and what to do, no traceback."""
     from training.__main__ import main
 
     data = write_npz(tmp_path / "d.npz", {"train": 28, "val": 14})
     out = tmp_path / "run"
-    if case not in ("no folder", "cosine-minutes without a budget", "erasing out of range"):  # those: a new run
+    if case not in ("no folder", "cosine-minutes without a budget", "erasing out of range", "init missing"):
         out.mkdir()
         (out / "history.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.2,1.9,0.2,1.9\n")
         (out / "train_config.json").write_text('{"lr_schedule": "cosine", "peak_lr": 0.001, "width": 4}')
@@ -228,7 +229,9 @@ def test_a_partial_or_corrupt_run_folder_is_a_one_line_error(tmp_path, capsys, c
              "other optimizer": ["--resume", "--optimizer", "sgd"],  # the run trains with adam (recorded default)
              "erasing out of range": ["--erasing", "1.5"], "a run there already": [],  # forgot --resume
              "other width": ["--resume", "--width", "8"],
-             "tail longer than the run": ["--resume", "--average-last", "5"]}.get(case, ["--resume"])
+             "tail longer than the run": ["--resume", "--average-last", "5"],
+             "init and resume": ["--resume", "--init", str(SHIPPED_NETWORK)],
+             "init missing": ["--init", str(tmp_path / "nope.tflite")]}.get(case, ["--resume"])
     argv = ["train", "--data", str(data), "--out", str(out), "--width", "4", "--epochs", "3", "--verbose", "0",
             *extra]
     assert main(argv) == 2
@@ -239,7 +242,8 @@ def test_a_partial_or_corrupt_run_folder_is_a_one_line_error(tmp_path, capsys, c
                 "cosine-minutes without a budget": "--max-minutes", "other optimizer": "trains with adam, not sgd",
                 "erasing out of range": "--erasing 1.5", "a run there already": "holds a run already: continue it "
                 "with --resume", "other width": "has --width 4, which its checkpoint fixes: drop --width",
-                "tail longer than the run": "--average-last 5"}[case]
+                "tail longer than the run": "--average-last 5", "init and resume": "--init starts a new run",
+                "init missing": "nope.tflite: no such file"}[case]
     assert fragment in err[0], err[0]
 
 
@@ -707,3 +711,61 @@ def test_a_reader_that_stops_reading_is_not_an_error(tmp_path):
     proc.stdout.close()  # long before the child has started: its first write meets a closed pipe
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "Error" not in err, err
+
+
+def _int8_logits(model: Path, x: np.ndarray) -> np.ndarray:
+    """The int8 model's raw outputs (logits), dequantised, for uint8 faces: no views, no temperature."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model))
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [len(x), *x.shape[1:], 1])
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    scale, zero = inp["quantization"]
+    interpreter.set_tensor(inp["index"], np.round(x[..., None] / 255.0 / scale + zero).astype(np.int8))
+    interpreter.invoke()
+    scale, zero = out["quantization"]
+    return (interpreter.get_tensor(out["index"]).astype(np.float32) - zero) * scale
+
+
+@pytest.mark.slow
+def test_the_shipped_int8_model_unfolds_into_a_keras_network_that_computes_what_it_does():
+    """A run's float network stays on the machine that trained it: the shipped int8 model is the way back."""
+    from edge_fer.preprocess import scale_pixels
+    from training.common.keras_env import keras
+    from training.unfold import unfold
+
+    x, _ = faces(160, seed=5)
+    network = unfold(SHIPPED_NETWORK, scale_pixels(x)[..., None])
+    assert network.name == "edge_cnn" and network.count_params() == 1_176_359  # width 32
+    logits = keras.Model(network.inputs, network.get_layer(index=-2).output).predict(
+        scale_pixels(x)[..., None], verbose=0)
+    int8 = _int8_logits(SHIPPED_NETWORK, x)
+    assert np.corrcoef(logits.ravel(), int8.ravel())[0, 1] > 0.98  # int8 activations round; the weights are its own
+    assert (logits.argmax(1) == int8.argmax(1)).mean() >= 0.9
+
+
+@pytest.mark.slow
+def test_a_run_started_from_a_model_trains_on_from_its_weights(tmp_path, capsys):
+    """--init: a new run from the shipped network (unfolded); a width that does not fit it is one line."""
+    from training import train
+    from training.__main__ import main
+
+    data = write_npz(tmp_path / "d.npz", {"train": 70, "val": 70})
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "narrow"), "--width", "4", "--epochs", "1",
+            "--verbose", "0", "--init", str(SHIPPED_NETWORK)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is an edge-cnn network of width 32: give --arch edge-cnn --width 32" in err[0], err
+    out = tmp_path / "run"
+    args = _train_args(data, out, "--width", "32", "--epochs", "1", "--lr", "1e-9", "--init", str(SHIPPED_NETWORK))
+    metrics = train.run(args)
+    assert metrics["init"] == str(SHIPPED_NETWORK)
+    from training.common.keras_env import keras
+    from edge_fer.preprocess import scale_pixels
+
+    x = load_split(data, "val").x
+    trained = keras.models.load_model(out / "model.keras")
+    logits = keras.Model(trained.inputs, trained.get_layer(index=-2).output).predict(
+        scale_pixels(x)[..., None], verbose=0)
+    assert (logits.argmax(1) == _int8_logits(SHIPPED_NETWORK, x).argmax(1)).mean() >= 0.9  # a rate of 1e-9: as it began

@@ -97,6 +97,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "epochs fixed by a train-only twin run). Val then trains too, so it can no longer choose: "
                         "model.keras is the last epoch (or the --average-last average) and its val figures are "
                         "marked as seen")
+    p.add_argument("--init", type=Path, default=None, metavar="MODEL",
+                   help="start a new run from a trained network's weights instead of random ones: a .keras "
+                        "network of the same architecture (a run's model.keras), or an int8 edge-cnn .tflite such "
+                        "as edge_fer/models/default.tflite (unfolded: training.unfold)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from last.keras; the options left out are the run's own "
                         "(train_config.json), and the network's (--arch, --width, ...) cannot change")
@@ -136,7 +140,7 @@ def run(args: argparse.Namespace) -> dict:
     y_val = np.eye(len(labels), dtype=np.float32)[splits.val.y]
 
     args.out.mkdir(parents=True, exist_ok=True)
-    model, lr = _model(args, hp, lr, recorded, initial_epoch, x_train.shape[1:], len(labels))
+    model, lr = _model(args, hp, lr, recorded, initial_epoch, x_train, len(labels))
     config_record = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}
     (args.out / "train_config.json").write_text(json.dumps(
         {**recorded, **config_record, "peak_lr": lr, "resumed_at_epochs": [
@@ -169,6 +173,7 @@ def run(args: argparse.Namespace) -> dict:
                "scaling": DEFAULT_SCALING.to_dict(), "input_size": list(x_train.shape[1:3]),
                "ferplus_mix": args.ferplus_mix if args.ferplus else 0.0,
                "teacher": str(args.teacher) if args.teacher else None,
+               "init": str(args.init) if args.init else None,
                "teacher_mix": args.teacher_mix if args.teacher else 0.0,
                "label_smoothing": args.label_smoothing, "class_weights_power": args.class_weights,
                "backend": keras.backend.backend(),
@@ -221,6 +226,13 @@ def _settle(args: argparse.Namespace):
             raise EdgeFerError(f"--resume: {args.out} {'trains with' if name == 'optimizer' else 'fits on'} "
                                f"{theirs}, not {given}{why}")
         setattr(args, name, given or recorded.get(name) or default)
+    if args.resume and args.init:
+        raise EdgeFerError("--init starts a new run from a network; --resume goes on from the run's last.keras: "
+                           "drop one")
+    if args.resume and recorded.get("init"):  # kept in the record; last.keras holds the weights now
+        args.init = Path(recorded["init"])
+    elif args.init and not args.init.is_file():
+        raise EdgeFerError(f"--init {args.init}: no such file (a .keras network or an int8 edge-cnn .tflite)")
     if args.fit_on == "train+val" and (args.ferplus or args.teacher):
         raise EdgeFerError("--fit-on train+val takes plain labels: FER+ votes and teachers cover the train rows only")
     if not 0 <= args.erasing <= 1 or (args.erasing and args.no_augment):
@@ -275,9 +287,9 @@ def _hyperparameters(args: argparse.Namespace, config) -> dict:
     return hp
 
 
-def _model(args: argparse.Namespace, hp: dict, lr: float, recorded: dict, initial_epoch: int, input_shape,
+def _model(args: argparse.Namespace, hp: dict, lr: float, recorded: dict, initial_epoch: int, faces: np.ndarray,
            n_classes: int):
-    """The compiled training graph, new or from ``last.keras``, and the peak learning rate it trains from."""
+    """The compiled training graph (new, from ``--init``, or from ``last.keras``) and the peak learning rate."""
     from .common.keras_env import keras
     from .models import build
 
@@ -296,7 +308,9 @@ def _model(args: argparse.Namespace, hp: dict, lr: float, recorded: dict, initia
         print(f"resuming {args.out} at epoch {initial_epoch + 1} of {args.epochs} ({args.lr_schedule}, "
               f"learning rate {lr:g})", file=sys.stderr)
         return model, lr
-    model = build(args.arch, input_shape, n_classes, **hp)
+    model = build(args.arch, faces.shape[1:], n_classes, **hp)
+    if args.init:
+        start_from(model, args.init, faces)
     if not args.no_augment:
         model = with_augmentation(model, args.seed, args.erasing)
     optimizer = (keras.optimizers.SGD(lr, momentum=0.9, nesterov=True) if args.optimizer == "sgd"
@@ -367,6 +381,27 @@ def _final_network(args: argparse.Namespace, history: dict, val, final_fit: bool
 
 AUGMENTED = "augmented"  # the name of the training graph, to tell its checkpoints from a bare network's
 TAIL = "tail"  # the run folder's subfolder of per-epoch weights for --average-last
+
+
+def start_from(network, path: Path, faces: np.ndarray) -> None:
+    """Give ``network`` the weights of the trained network in ``path`` (one clear error when they do not fit).
+
+    A ``.tflite`` is unfolded with batch statistics measured on the first 4,096 of ``faces``
+    (scaled, as the network takes them): enough for stable means and variances per channel.
+    """
+    if path.suffix == ".tflite":
+        from .unfold import unfold
+
+        source, what = unfold(path, faces[:4096]), "--init {path} is an edge-cnn network of width {width}: give " \
+                                                    "--arch edge-cnn --width {width}"
+    else:
+        source, what = network_of(load_checkpoint(path)), "--init {path} holds a network of {params} parameters, " \
+                                                          "not this run's: give its --arch and --width"
+    theirs, ours = source.get_weights(), network.get_weights()
+    if [w.shape for w in theirs] != [w.shape for w in ours]:
+        width = source.layers[1].get_weights()[0].shape[-1]
+        raise EdgeFerError(what.format(path=path, width=width, params=source.count_params()))
+    network.set_weights(theirs)
 
 
 def tail_file(out: Path, epoch: int) -> Path:
