@@ -27,6 +27,21 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _started_from(init: dict | None, epochs: Any) -> list[str]:
+    """The card's line for a run that began from a trained network (``--init``), whose epochs count too."""
+    if not init:
+        return []
+    before = f", itself {init['epochs']} epochs of run `{init.get('run', '?')}`" if init.get("epochs") else ""
+    commit = f" (code at {init['git_commit'][:10]})" if init.get("git_commit") else ""
+    return [f"- Started from `{init['path']}`, sha256 {init['sha256'][:12]}{before}{commit}; this run trained "
+            f"it {epochs} more epochs (`git log --format=%h -- edge_fer/models/default.tflite` lists the models "
+            f"shipped before, and their cards)."]
+
+
+def _total(init: dict | None, epochs: Any) -> Any:
+    return init["epochs"] + epochs if init and init.get("epochs") and isinstance(epochs, int) else epochs
+
+
 def card(docs_dir: Path, model: Path) -> str:
     """The card's Markdown for the network ``model`` whose reports are in ``docs_dir``."""
     meta = load_metadata(model)
@@ -58,8 +73,9 @@ def card(docs_dir: Path, model: Path) -> str:
         + ("fitted on train and val (PublicTest): the final fit of a recipe a train-only twin chose on val, so "
            "the val figures below are not held out; test (PrivateTest) reported once." if final_fit else
            "fitted on train, chosen on val (PublicTest), test (PrivateTest) reported once."),
-        f"- Training: **{epochs} epochs in all**" + (f" (resumed after epochs {', '.join(map(str, resumed))})"
-                                                     if resumed else "")
+        *_started_from(run.get("init"), epochs),
+        f"- Training: **{_total(run.get('init'), epochs)} epochs in all**"
+        + (f" (resumed after epochs {', '.join(map(str, resumed))})" if resumed else "")
         + (", the last epoch kept" if final_fit else
            f", best on val at epoch {run.get('best_epoch', src.get('best_epoch', '?'))}") + "; schedule "
         f"{run.get('lr_schedule', '?')}, augmentation {'on' if run.get('augment') else 'off'}, label smoothing "

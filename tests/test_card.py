@@ -76,3 +76,18 @@ def test_card_command_takes_no_arguments():
     proc = subprocess.run([sys.executable, "-m", "convert", "card", "extra"], capture_output=True, text=True,
                           cwd=ROOT, timeout=60)
     assert proc.returncode == 2 and "usage: python -m convert card" in proc.stderr
+
+
+def test_the_card_of_a_run_started_from_a_shipped_network_counts_its_epochs_too(tmp_path):
+    """--init: the network began as another run's, so the card names it and adds its epochs to the total."""
+    docs = tmp_path / "docs"
+    shutil.copytree(SHIPPED_DOCS, docs)
+    metrics = json.loads((docs / "metrics.json").read_text())
+    init = {"path": "/tmp/s32.tflite", "sha256": "1c9346937f6f" + "0" * 52, "run": "runs/gpu1/s32", "epochs": 89,
+            "git_commit": "2500a4e871aaadca"}
+    (docs / "metrics.json").write_text(json.dumps({**metrics, "init": init}))
+    own = len((docs / "history.csv").read_text().strip().splitlines()) - 1
+    text = card(docs, MODELS_DIR / "default.tflite")
+    assert (f"- Started from `/tmp/s32.tflite`, sha256 1c9346937f6f, itself 89 epochs of run `runs/gpu1/s32` "
+            f"(code at 2500a4e871); this run trained it {own} more epochs") in text
+    assert f"**{89 + own} epochs in all**" in text

@@ -459,6 +459,19 @@ def test_device_train_on_jax_without_tensorflow_then_convert_here(tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "tiny: exit 0, 1 epochs, best val" in proc.stdout, proc.stdout
     assert [f.name for f in out.iterdir()] == ["tiny.tar.gz"]  # one file per run: a call brings back 8
+    taught = tmp_path / "taught.npy"  # the runs just trained there teach the next call's students
+    proc = subprocess.run(
+        [sys.executable, script, "teach", "--pack", str(tmp_path / "pack"), "--runs", str(tmp_path / "there"),
+         "--members", "tiny", "--out", str(taught), "--backend", "jax"],
+        env={**os.environ, "PYTHONPATH": str(hook)}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "1 networks' average for 280 train faces" in proc.stdout, proc.stdout + proc.stderr
+    from edge_fer.preprocess import scale_pixels
+    from training.common.keras_env import keras
+
+    network = keras.models.load_model(tmp_path / "there" / "tiny" / "model.keras")
+    x = scale_pixels(load_splits(data).train.x)[..., None]
+    expected = (network.predict(x, verbose=0) + network.predict(x[:, :, ::-1], verbose=0)) / 2
+    assert np.allclose(np.load(taught), expected, atol=1e-4)  # the network and its mirror, as the device averages
     auto = subprocess.run(  # the default backend choice wants a GPU: none here, so no training on the CPU
         [sys.executable, script, "train", "--pack", str(tmp_path / "pack"), "--runs", str(tmp_path / "there2"),
          "--out", str(tmp_path / "out2"), "--run", "tiny=--width 4"],
@@ -521,6 +534,7 @@ def test_device_train_deadline_stops_runs_and_land_uses_the_best_checkpoint(trai
     (["pack", "--data", "{tmp}/nope.npz"], "dataset not found"),
     (["train", "--pack", "{tmp}", "--out", "{tmp}/out", "--run", "a="], "no faces in"),
     (["land", "{tmp}"], "no run archives"),
+    (["teach", "--runs", "{tmp}", "--members", "t1", "--out", "{tmp}/t.npy"], "no trained network at"),
     (["train", "--pack", "{tmp}", "--out", "{tmp}/out", "--run", "a b=--width 8"], "distinct names"),
     (["train", "--pack", "{tmp}", "--out", "{tmp}/out", *[f"--run=r{i}=" for i in range(9)]], "at most 8 runs"),
 ])
@@ -760,7 +774,10 @@ def test_a_run_started_from_a_model_trains_on_from_its_weights(tmp_path, capsys)
     out = tmp_path / "run"
     args = _train_args(data, out, "--width", "32", "--epochs", "1", "--lr", "1e-9", "--init", str(SHIPPED_NETWORK))
     metrics = train.run(args)
-    assert metrics["init"] == str(SHIPPED_NETWORK)
+    from edge_fer.metadata import load_metadata
+
+    shipped = load_metadata(SHIPPED_NETWORK).source
+    assert metrics["init"]["path"] == str(SHIPPED_NETWORK) and metrics["init"]["epochs"] == shipped["epochs"]
     from training.common.keras_env import keras
     from edge_fer.preprocess import scale_pixels
 

@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> dict:
                "scaling": DEFAULT_SCALING.to_dict(), "input_size": list(x_train.shape[1:3]),
                "ferplus_mix": args.ferplus_mix if args.ferplus else 0.0,
                "teacher": str(args.teacher) if args.teacher else None,
-               "init": str(args.init) if args.init else None,
+               "init": init_record(args.init) if args.init else None,
                "teacher_mix": args.teacher_mix if args.teacher else 0.0,
                "label_smoothing": args.label_smoothing, "class_weights_power": args.class_weights,
                "backend": keras.backend.backend(),
@@ -402,6 +402,17 @@ def start_from(network, path: Path, faces: np.ndarray) -> None:
         width = source.layers[1].get_weights()[0].shape[-1]
         raise EdgeFerError(what.format(path=path, width=width, params=source.count_params()))
     network.set_weights(theirs)
+
+
+def init_record(path: Path) -> dict:
+    """What a run started from, for its card: the file, its sha256, and the epochs and run its metadata names."""
+    from edge_fer.metadata import load_metadata, sha256_of
+
+    record = {"path": str(path), "sha256": sha256_of(path)}
+    if path.suffix == ".tflite":
+        source = load_metadata(path, verify_sha=False).source
+        record.update({k: source[k] for k in ("run", "epochs", "git_commit") if source.get(k) is not None})
+    return record
 
 
 def tail_file(out: Path, epoch: int) -> Path:

@@ -108,6 +108,22 @@ def teacher_targets(model_path: str | Path, x: np.ndarray, labels: tuple[str, ..
     return predict_all(teacher, x).astype(np.float32)
 
 
+def float_teacher(models: list[Path], x: np.ndarray) -> np.ndarray:
+    """The mean probabilities of trained float networks (``model.keras`` files) for uint8 faces ``x``, each
+    face averaged with its mirror: a teacher where no interpreter runs (``scripts/device-train teach``)."""
+    from edge_fer.preprocess import DEFAULT_SCALING, scale_pixels
+
+    from .keras_env import keras
+
+    faces = scale_pixels(x, DEFAULT_SCALING)[..., None]
+    total = np.zeros((len(x), len(FER2013_LABELS)), np.float64)
+    for path in models:
+        network = keras.models.load_model(path)
+        for view in (faces, faces[:, :, ::-1]):
+            total += network.predict(view, batch_size=1024, verbose=0)
+    return (total / (2 * len(models))).astype(np.float32)
+
+
 def _stored_targets(path: Path, n: int, n_classes: int) -> np.ndarray:
     try:
         probs = np.load(path)
