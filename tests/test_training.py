@@ -743,20 +743,25 @@ def _int8_logits(model: Path, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_the_shipped_int8_model_unfolds_into_a_keras_network_that_computes_what_it_does():
+def test_the_shipped_int8_model_unfolds_into_a_keras_network_that_computes_what_it_does(tmp_path, capsys):
     """A run's float network stays on the machine that trained it: the shipped int8 model is the way back."""
     from edge_fer.preprocess import scale_pixels
+    from training.__main__ import main
     from training.common.keras_env import keras
-    from training.unfold import unfold
 
-    x, _ = faces(160, seed=5)
-    network = unfold(SHIPPED_NETWORK, scale_pixels(x)[..., None])
-    assert network.name == "edge_cnn" and network.count_params() == 1_176_359  # width 32
+    data = write_npz(tmp_path / "d.npz", {"train": 160, "val": 70, "test": 70}, seed=5)
+    assert main(["unfold", str(SHIPPED_NETWORK), "--data", str(data), "--out", str(tmp_path / "s.keras")]) == 0
+    assert "s.keras: 1,176,359 parameters; float, one pass: val " in capsys.readouterr().out  # width 32
+    network = keras.models.load_model(tmp_path / "s.keras")
+    x = load_split(data, "train").x
     logits = keras.Model(network.inputs, network.get_layer(index=-2).output).predict(
         scale_pixels(x)[..., None], verbose=0)
     int8 = _int8_logits(SHIPPED_NETWORK, x)
     assert np.corrcoef(logits.ravel(), int8.ravel())[0, 1] > 0.98  # int8 activations round; the weights are its own
     assert (logits.argmax(1) == int8.argmax(1)).mean() >= 0.9
+    assert main(["unfold", str(data), "--data", str(data), "--out", str(tmp_path / "x.keras")]) == 2  # not a model
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot load model {data}"), err
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ COMMANDS = {
     "ensemble": ("training.pipelines.ensemble", "average or stack TFLite models (tree, logistic) into one device model"),
     "throughput": ("training.throughput", "measure samples/s of one training step per width and batch size (plan a long run)"),
     "compare": ("training.compare", "A/B of device models or converted runs on val, with a paired-bootstrap interval"),
+    "unfold": ("training.unfold", "an int8 edge-cnn .tflite (the shipped model) back into a trainable Keras network"),
     "status": ("training.status", "where a run stands: epochs, best val, time per epoch, whether it trains, how to go on"),
 }
 

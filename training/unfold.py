@@ -7,6 +7,10 @@ in, per-channel int8, and its bias. Unfolding puts them back into the network th
 builds, so the shipped model can be trained further (``python -m training train --init
 edge_fer/models/default.tflite``) instead of trained again from nothing.
 
+    python -m training unfold edge_fer/models/default.tflite --data ../shared/data/fer2013.npz --out s32.keras
+
+writes the Keras network and prints its float accuracy, one pass, on val and test.
+
 Batch normalisation comes back with statistics measured on the faces given: each BN layer gets
 the mean and variance of its convolution's output there, and a scale and shift that undo them,
 so in inference the network computes exactly what the int8 model's dequantised weights compute,
@@ -16,6 +20,7 @@ half a step of each channel's scale) stays; training starts from there.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,3 +116,30 @@ def unfold(model_path: str | Path, faces: np.ndarray):
         bn.set_weights([np.sqrt(var + bn.epsilon), mean + layer.bias, mean, var])
     network.get_layer(index=-2).set_weights([dense[0].kernel, dense[0].bias])
     return network
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=Path, help="an int8 edge-cnn .tflite (the shipped one, a converted run's)")
+    p.add_argument("--data", required=True, help="FER2013 .npz, CSV or image folder: train faces restore BN, "
+                                                 "val and test are scored")
+    p.add_argument("--out", type=Path, required=True, help="the .keras file to write")
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Unfold ``args.model`` into ``args.out``; returns (and prints) its float accuracy, one pass, per split."""
+    from edge_fer.preprocess import scale_pixels
+
+    from .common.data import load_splits
+
+    splits = load_splits(args.data)
+    network = unfold(args.model, scale_pixels(splits.train.x[:4096], DEFAULT_SCALING)[..., None])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    network.save(args.out)
+    scores = {}
+    for name, faces in (("val", splits.val), ("test", splits.test)):
+        if faces is not None:
+            p = network.predict(scale_pixels(faces.x, DEFAULT_SCALING)[..., None], batch_size=512, verbose=0)
+            scores[name] = round(float((p.argmax(1) == faces.y).mean()), 4)
+    print(f"{args.out}: {network.count_params():,} parameters; float, one pass: "
+          + ", ".join(f"{k} {v:.2%}" for k, v in scores.items()))
+    return scores
