@@ -59,8 +59,12 @@ def find_backend(preferred: str | None = None) -> Backend:
 
 
 def make_interpreter(model_path: str | Path, num_threads: int | None = None, edgetpu: bool = False,
-                     backend: Backend | None = None) -> tuple[Any, Backend]:
-    """Build an interpreter for ``model_path``; every failure becomes a one-line ModelError."""
+                     backend: Backend | None = None, graph_ops: bool = False) -> tuple[Any, Backend]:
+    """Build an interpreter for ``model_path``; every failure becomes a one-line ModelError.
+
+    ``graph_ops``: without the default delegate (XNNPACK), which would take the graph's ops over, so
+    that the op list shows the model's own ops (reading a model's structure, not running it fast).
+    """
     backend = backend or find_backend()
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -74,10 +78,14 @@ def make_interpreter(model_path: str | Path, num_threads: int | None = None, edg
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelError(f"Edge TPU delegate {EDGETPU_LIBRARY} could not be loaded "
                              f"(install libedgetpu1-std and plug in the Coral): {exc}") from None
+    options = {}
+    if graph_ops:
+        resolvers = importlib.import_module(backend.interpreter_cls.__module__).OpResolverType
+        options["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         with quiet_native_stderr():
             interpreter = backend.interpreter_cls(model_path=str(model_path), num_threads=num_threads,
-                                                  experimental_delegates=delegates or None)
+                                                  experimental_delegates=delegates or None, **options)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__

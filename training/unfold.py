@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.errors import ModelError
+from edge_fer.interpreter import make_interpreter
 from edge_fer.metadata import load_metadata
 from edge_fer.preprocess import DEFAULT_SCALING
 
@@ -57,16 +58,7 @@ def _dequantized(interpreter, detail: dict) -> np.ndarray:
 
 def read_folded(model_path: str | Path) -> list[FoldedLayer]:
     """The convolutions and dense layers of an int8 TFLite model, in graph order; a ModelError if it holds others."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    if not Path(model_path).is_file():
-        raise ModelError(f"model not found: {model_path}")
-    try:  # no XNNPACK: it would take the graph's ops over, and the op list would show one DELEGATE
-        interpreter = Interpreter(model_path=str(model_path),
-                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        raise ModelError(f"cannot load model {model_path}: {str(exc).strip().splitlines()[0]}") from None
+    interpreter, _ = make_interpreter(model_path, graph_ops=True)
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
     layers = []
     for op in interpreter._get_ops_details():  # the op list: the only public view of a TFLite graph's structure
