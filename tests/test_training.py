@@ -776,13 +776,20 @@ def test_a_run_started_from_a_model_trains_on_from_its_weights(tmp_path, capsys)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is an edge-cnn network of width 32: give --arch edge-cnn --width 32" in err[0], err
-    out = tmp_path / "run"
-    args = _train_args(data, out, "--width", "32", "--epochs", "1", "--lr", "1e-9", "--init", str(SHIPPED_NETWORK))
+    import shutil
+
+    out, start = tmp_path / "run", tmp_path / "start.tflite"
+    shutil.copyfile(SHIPPED_NETWORK, start)
+    shutil.copyfile(SHIPPED_NETWORK.with_suffix(".json"), start.with_suffix(".json"))
+    args = _train_args(data, out, "--width", "32", "--epochs", "1", "--lr", "1e-9", "--init", str(start))
     metrics = train.run(args)
     from edge_fer.metadata import load_metadata
 
     shipped = load_metadata(SHIPPED_NETWORK).source
-    assert metrics["init"]["path"] == str(SHIPPED_NETWORK) and metrics["init"]["epochs"] == shipped["epochs"]
+    assert metrics["init"]["path"] == str(start) and metrics["init"]["epochs"] == shipped["epochs"]
+    from training.common.runs import training_command
+
+    assert "--init-record" not in training_command(json.loads((out / "train_config.json").read_text()))
     from training.common.keras_env import keras
     from edge_fer.preprocess import scale_pixels
 
@@ -791,3 +798,5 @@ def test_a_run_started_from_a_model_trains_on_from_its_weights(tmp_path, capsys)
     logits = keras.Model(trained.inputs, trained.get_layer(index=-2).output).predict(
         scale_pixels(x)[..., None], verbose=0)
     assert (logits.argmax(1) == _int8_logits(SHIPPED_NETWORK, x).argmax(1)).mean() >= 0.9  # a rate of 1e-9: as it began
+    start.unlink()  # a later session: the file the run started from is gone, its record stays
+    assert train.run(_train_args(data, out, "--width", "32", "--epochs", "2", "--resume"))["init"] == metrics["init"]

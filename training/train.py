@@ -141,9 +141,11 @@ def run(args: argparse.Namespace) -> dict:
 
     args.out.mkdir(parents=True, exist_ok=True)
     model, lr = _model(args, hp, lr, recorded, initial_epoch, x_train, len(labels))
+    # What the run started from, read once at its start: a resume hours later may not find the file.
+    init = recorded.get("init_record") if args.resume else init_record(args.init) if args.init else None
     config_record = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}
     (args.out / "train_config.json").write_text(json.dumps(
-        {**recorded, **config_record, "peak_lr": lr, "resumed_at_epochs": [
+        {**recorded, **config_record, "init_record": init, "peak_lr": lr, "resumed_at_epochs": [
             *recorded.get("resumed_at_epochs", []), *([initial_epoch] if args.resume else [])]}, indent=2) + "\n")
 
     started = time.time()
@@ -173,7 +175,7 @@ def run(args: argparse.Namespace) -> dict:
                "scaling": DEFAULT_SCALING.to_dict(), "input_size": list(x_train.shape[1:3]),
                "ferplus_mix": args.ferplus_mix if args.ferplus else 0.0,
                "teacher": str(args.teacher) if args.teacher else None,
-               "init": init_record(args.init) if args.init else None,
+               "init": init,
                "teacher_mix": args.teacher_mix if args.teacher else 0.0,
                "label_smoothing": args.label_smoothing, "class_weights_power": args.class_weights,
                "backend": keras.backend.backend(),
@@ -389,18 +391,21 @@ def start_from(network, path: Path, faces: np.ndarray) -> None:
     A ``.tflite`` is unfolded with batch statistics measured on the first 4,096 of ``faces``
     (scaled, as the network takes them): enough for stable means and variances per channel.
     """
-    if path.suffix == ".tflite":
+    unfolded = path.suffix == ".tflite"
+    if unfolded:
         from .unfold import unfold
 
-        source, what = unfold(path, faces[:4096]), "--init {path} is an edge-cnn network of width {width}: give " \
-                                                    "--arch edge-cnn --width {width}"
+        source = unfold(path, faces[:4096])
     else:
-        source, what = network_of(load_checkpoint(path)), "--init {path} holds a network of {params} parameters, " \
-                                                          "not this run's: give its --arch and --width"
-    theirs, ours = source.get_weights(), network.get_weights()
-    if [w.shape for w in theirs] != [w.shape for w in ours]:
-        width = source.layers[1].get_weights()[0].shape[-1]
-        raise EdgeFerError(what.format(path=path, width=width, params=source.count_params()))
+        source = network_of(load_checkpoint(path))
+    theirs = source.get_weights()
+    if [w.shape for w in theirs] != [w.shape for w in network.get_weights()]:
+        if unfolded:  # the first kernel's output channels are an edge-cnn's width
+            width = theirs[0].shape[-1]
+            raise EdgeFerError(f"--init {path} is an edge-cnn network of width {width}: give --arch edge-cnn "
+                               f"--width {width}")
+        raise EdgeFerError(f"--init {path} holds a network of {source.count_params()} parameters, not this run's: "
+                           f"give its --arch and --width")
     network.set_weights(theirs)
 
 

@@ -63,7 +63,8 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
 
 
-_NOT_ARGS = ("command", "resume", "verbose", "peak_lr", "resumed_at_epochs", "func")  # recorded, not options
+_NOT_ARGS = ("command", "resume", "verbose", "peak_lr", "resumed_at_epochs", "func",
+             "init_record")  # recorded, not options
 
 
 def training_command(config: dict[str, Any]) -> str:
