@@ -265,8 +265,10 @@ def test_a_bad_ferplus_votes_file_is_a_one_line_error(tmp_path, capsys, votes):
 
 @pytest.mark.slow
 def test_distilling_from_a_teacher_mixes_its_device_probabilities(trained_run, tmp_path):
-    """--teacher runs the teacher through edge_fer (preprocessing, combiner) and records it in metrics.json."""
+    """--teacher runs the teacher through edge_fer (preprocessing, combiner) and records it in metrics.json; its
+    answers stay in the run folder, so a resume needs neither its files nor the time to run it again."""
     import argparse
+    import shutil
 
     from edge_fer.classifier import load_classifier
     from support import FIXTURES
@@ -281,13 +283,26 @@ def test_distilling_from_a_teacher_mixes_its_device_probabilities(trained_run, t
 
     run_dir, _ = trained_run
     data = json.loads((run_dir / "metrics.json").read_text())["data"]
-    parser = argparse.ArgumentParser()
-    train.add_arguments(parser)
-    metrics = train.run(parser.parse_args([
-        "--data", data, "--out", str(tmp_path / "run"), "--width", "4", "--epochs", "1", "--batch-size", "64",
-        "--limit", "210", "--verbose", "0", "--teacher", str(teacher), "--teacher-mix", "0.7"]))
-    assert metrics["teacher"] == str(teacher) and metrics["teacher_mix"] == 0.7
+    shutil.copy(teacher, tmp_path / "t.tflite")
+    shutil.copy(teacher.with_suffix(".json"), tmp_path / "t.json")
+
+    def session(*extra: str) -> dict:
+        parser = argparse.ArgumentParser()
+        train.add_arguments(parser)
+        return train.run(parser.parse_args(["--data", data, "--out", str(tmp_path / "run"), "--verbose", "0",
+                                            *extra]))
+
+    metrics = session("--width", "4", "--epochs", "1", "--batch-size", "64", "--limit", "210",
+                      "--teacher", str(tmp_path / "t.tflite"), "--teacher-mix", "0.7")
+    assert metrics["teacher"] == str(tmp_path / "t.tflite") and metrics["teacher_mix"] == 0.7
     assert (tmp_path / "run" / "model.keras").exists()
+    kept = np.load(tmp_path / "run" / "teacher.npy")  # the teacher's answers for the 210 training faces
+    assert kept.shape == (210, 7)
+    np.testing.assert_allclose(kept.sum(1), 1, rtol=1e-5)
+    # A later session goes on from what the run kept: the teacher's files may be gone by then.
+    (tmp_path / "t.tflite").unlink()
+    metrics = session("--resume", "--epochs", "2")
+    assert metrics["epochs"] == 2 and metrics["teacher_mix"] == 0.7
 
 
 @pytest.mark.parametrize("case", ["mix out of range", "labels differ", "corrupt teacher"])

@@ -9,8 +9,8 @@ The run folder holds ``model.keras`` (the network the run ends with: the best ep
 last epoch of a final fit, or the ``--average-last`` average), ``model.h5``, ``best.keras`` and
 ``last.keras`` (training graphs with their optimizer, for ``--resume``), ``tail/`` (with
 ``--average-last``), ``train_config.json`` (the options, which a resume takes back),
-``history.csv``, ``curves.png``, ``confusion_matrix.png``, ``classification_report.txt`` and
-``metrics.json``.
+``teacher.npy`` (with ``--teacher``: its probabilities, which a resume takes back), ``history.csv``,
+``curves.png``, ``confusion_matrix.png``, ``classification_report.txt`` and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ NETWORK_OPTIONS = ("arch", "width", "activation", "no_augment")
 # Architectures with a strided 1x1 Conv2D, which crashes TF 2.19-2.21's oneDNN path in fit.
 # Everything else keeps oneDNN on: it halves the epoch time on this CPU.
 NEEDS_ONEDNN_OFF = {"mini-xception"}
+TEACHER_FILE = "teacher.npy"  # the run folder's copy of the teacher's probabilities for the training faces
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", type=Path, default=None, metavar="MODEL",
                    help="distil: mix this model's probabilities (any model edge-fer runs, e.g. an ensemble .json, "
                         "or a .npy of them for the training faces from 'scripts/device-train pack --teacher') "
-                        "into the training targets")
+                        "into the training targets; computed once, kept in OUT/teacher.npy for --resume")
     p.add_argument("--teacher-mix", type=float, default=None,
                    help="share of the teacher's probabilities in targets (default 0.5)")
     p.add_argument("--no-augment", action="store_true", default=None,
@@ -255,9 +256,9 @@ def _settle(args: argparse.Namespace):
 
 def _targets(args: argparse.Namespace, train, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Training targets (one-hot, or mixed with FER+ votes or a teacher's probabilities) and sample weights."""
-    from .common.data import class_weights, ferplus_targets, teacher_targets
+    from .common.data import class_weights, ferplus_targets
 
-    teacher = teacher_targets(args.teacher, train.x, FER2013_LABELS) if args.teacher else None
+    teacher = _teacher(args, train.x) if args.teacher else None
     if args.ferplus:
         if args.limit or Path(args.data).suffix != ".npz":
             raise EdgeFerError("--ferplus needs the full fer2013.npz (its rows align with ferplus_votes.npz)")
@@ -269,6 +270,21 @@ def _targets(args: argparse.Namespace, train, n_classes: int) -> tuple[np.ndarra
     weights = (class_weights(train.y, n_classes, args.class_weights)[train.y] if args.class_weights
                else np.ones(len(train), np.float32))
     return y, weights
+
+
+def _teacher(args: argparse.Namespace, faces: np.ndarray) -> np.ndarray:
+    """The teacher's probabilities for the training faces, computed once at a run's start and kept in its folder
+    (``teacher.npy``): a resume sessions later trains on the very same targets, without running the teacher
+    again (minutes for an ensemble with test-time views) and without its files, which may have changed or gone."""
+    from .common.data import teacher_targets
+
+    kept = args.out / TEACHER_FILE
+    if args.resume and kept.exists():
+        return teacher_targets(kept, faces, FER2013_LABELS)
+    probs = teacher_targets(args.teacher, faces, FER2013_LABELS)
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.save(kept, probs)
+    return probs
 
 
 def _hyperparameters(args: argparse.Namespace, config) -> dict:
