@@ -138,7 +138,7 @@ def card(docs_dir: Path, model: Path) -> str:
         lines += ["", (f"Edge TPU: all {n} ops are Edge TPU ops ({ops})" if not check["cpu_ops"] else
                        f"Edge TPU: ops left on the CPU: {', '.join(dict.fromkeys(c['op'] for c in check['cpu_ops']))} "
                        f"(of {ops})")
-                  + ("; the batch-1 twin `python -m convert --edgetpu` writes is what the compiler takes."
+                  + ("; the batch-1 twin `python -m convert --run DIR --edgetpu` writes is what the compiler takes."
                      if check.get("dynamic_batch") else ".")]
     figures = [(name, what) for name, what in (
         ("curves.png", "training curves"), ("confusion_matrix.png", "confusion matrix (the run's Keras model, test)"),

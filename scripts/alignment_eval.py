@@ -104,7 +104,9 @@ def photo_rows(media: Path, detector: Detector, angles: list[int]) -> list[dict]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013.npz"))
-    parser.add_argument("--media", type=Path, default=Path("../shared/media"))
+    parser.add_argument("--media", type=Path, default=Path("../shared/media"),
+                        help="the folder of the labelled photos; a folder that does not exist (such as 'none') "
+                             "leaves the photo rows out")
     parser.add_argument("--detector", default="blazeface-full")
     parser.add_argument("--angles", type=int, nargs="+", default=[0, 15, 30])
     parser.add_argument("--split", choices=["val", "test"], default="test")
